@@ -1,0 +1,28 @@
+"""frn-det: Filter Response Normalization (FRN + TLU) for detectron2.
+
+Importing the package registers its norms and components with detectron2's registries.
+"""
+
+from ._detectron2 import require_detectron2
+
+require_detectron2()
+
+from .layers import (  # noqa: E402
+    TLU,
+    FilterResponseNorm1d,
+    FilterResponseNorm2d,
+    get_norm_act,
+    register_norm,
+    registered_norms,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TLU",
+    "FilterResponseNorm1d",
+    "FilterResponseNorm2d",
+    "get_norm_act",
+    "register_norm",
+    "registered_norms",
+]

@@ -1,0 +1,43 @@
+"""The config keys frn-det adds to detectron2's, with their defaults."""
+
+from __future__ import annotations
+
+from detectron2.config import CfgNode as CN
+
+
+def add_frn_config(cfg: CN) -> CN:
+    """Add frn-det's keys to a detectron2 config in place; returns it. Safe to call twice.
+
+    MODEL.FRN.EPS: FRN's fixed epsilon for convolutional maps (paper: 1e-6).
+    MODEL.FRN.LEARNABLE_EPS: add a learned |eps_l| (init 1e-4) to EPS in conv layers.
+    MODEL.FRN.FC_LEARNABLE_EPS: the same for the (N, C) form after fully connected layers,
+        where it is needed (one value per channel gives x_hat ~= sign(x) otherwise).
+    MODEL.FRN.IMPL: which FRN kernel trains: "auto" (torch.compile where available, else
+        the hand-written autograd function), "compiled", "autograd" or "reference".
+    MODEL.RESNETS.ZERO_INIT_LAST_NORM: start the last norm's gamma of every residual
+        block at 0, so each block begins as the identity.
+    MODEL.RPN.NORM: norm of the RPN head's shared 3x3 conv; "" keeps detectron2's head.
+    SOLVER.IMS_PER_GPU: images per GPU (process). 0 keeps IMS_PER_BATCH as written;
+        otherwise IMS_PER_BATCH, BASE_LR, MAX_ITER, STEPS, WARMUP_ITERS, CHECKPOINT_PERIOD
+        and TEST.EVAL_PERIOD are rescaled from SOLVER.REFERENCE_WORLD_BATCH.
+    SOLVER.REFERENCE_WORLD_BATCH: the total batch the schedule in the config was written
+        for (16, detectron2's model-zoo batch).
+    """
+    model = cfg.MODEL
+    if "FRN" not in model:
+        model.FRN = CN()
+    model.FRN.setdefault("EPS", 1e-6)
+    model.FRN.setdefault("LEARNABLE_EPS", False)
+    model.FRN.setdefault("FC_LEARNABLE_EPS", True)
+    model.FRN.setdefault("IMPL", "auto")
+    model.RESNETS.setdefault("ZERO_INIT_LAST_NORM", False)
+    model.RPN.setdefault("NORM", "")
+    cfg.SOLVER.setdefault("IMS_PER_GPU", 0)
+    cfg.SOLVER.setdefault("REFERENCE_WORLD_BATCH", 16)
+    return cfg
+
+
+def frn_options(cfg: CN, fc: bool = False) -> dict[str, object]:
+    """Keyword options for ``get_norm_act`` (conv) or ``get_fc_norm_act`` (``fc=True``)."""
+    learnable = cfg.MODEL.FRN.FC_LEARNABLE_EPS if fc else cfg.MODEL.FRN.LEARNABLE_EPS
+    return {"eps": cfg.MODEL.FRN.EPS, "learnable_eps": learnable}

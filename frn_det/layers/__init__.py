@@ -1,0 +1,27 @@
+"""FRN layers and the norm-act registry."""
+
+from .frn import TLU, FilterResponseNorm1d, FilterResponseNorm2d, frn_reference, set_frn_impl
+from .norm_act import (
+    NormAct,
+    get_activation,
+    get_fc_norm_act,
+    get_norm_act,
+    register_norm,
+    registered_norms,
+    unregister_norm,
+)
+
+__all__ = [
+    "TLU",
+    "FilterResponseNorm1d",
+    "FilterResponseNorm2d",
+    "NormAct",
+    "frn_reference",
+    "get_activation",
+    "get_fc_norm_act",
+    "get_norm_act",
+    "register_norm",
+    "registered_norms",
+    "set_frn_impl",
+    "unregister_norm",
+]
