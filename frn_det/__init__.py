@@ -7,6 +7,8 @@ from ._detectron2 import require_detectron2
 
 require_detectron2()
 
+from . import data, modeling  # noqa: E402,F401  (registers datasets and components)
+from .config import add_frn_config  # noqa: E402
 from .layers import (  # noqa: E402
     TLU,
     FilterResponseNorm1d,
@@ -15,11 +17,14 @@ from .layers import (  # noqa: E402
     register_norm,
     registered_norms,
 )
+from .modeling import use_frn_components  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "TLU",
+    "add_frn_config",
+    "use_frn_components",
     "FilterResponseNorm1d",
     "FilterResponseNorm2d",
     "get_norm_act",

@@ -44,7 +44,7 @@ class NormEntry:
         detectron2 applies a ReLU with no norm before it (after a residual addition, after
         a fully connected layer that has no norm). Stateless ``F.relu`` for stock names.
     fc_builder: ``fc_builder(channels, act, **options)`` for (N, C) features of fully
-        connected layers, or None where the norm has no such form (stock detectron2 norms none there).
+        connected layers, or None where the norm has no such form (stock norms have none).
     """
 
     builder: Callable[..., nn.Module | None]
@@ -73,9 +73,7 @@ def register_norm(
     if not isinstance(name, str):
         raise TypeError(f"norm name must be a str, got {type(name).__name__} {name!r}")
     if name in _REGISTRY and not overwrite:
-        raise ValueError(
-            f"norm {name!r} is already registered; pass overwrite=True to replace it"
-        )
+        raise ValueError(f"norm {name!r} is already registered; pass overwrite=True to replace it")
     entry = NormEntry(builder, fuses_activation, activation or NormEntry.activation, fc_builder)
     _REGISTRY[name] = entry
 

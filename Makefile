@@ -1,0 +1,33 @@
+# The README's commands. Each target creates .venv and installs everything it needs when
+# .venv is missing or older than the files that describe the environment.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.frn-det-installed
+PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
+
+.PHONY: env demo test lint bench clean-env
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt tools/install_detectron2.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.14.1 torchvision==0.29.1 numpy setuptools
+	$(PIP) --no-build-isolation -e '.[test]'
+	$(PY) tools/install_detectron2.py
+	touch $@
+
+# The main job: train FRN Mask R-CNN on the embedded shapes dataset and evaluate it.
+demo: $(STAMP)
+	$(PY) tools/train_net.py --config-file configs/Shapes/mask_rcnn_R_18_FPN_frn.yaml \
+		OUTPUT_DIR output/demo_frn
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) tools/benchmark_norm.py
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,28 @@
+"""frn-det's datasets. Importing this package registers ``frn_shapes_train`` and
+``frn_shapes_val`` (the embedded shapes dataset, generated on first load) with
+detectron2's DatasetCatalog and MetadataCatalog; see datasets.md.
+
+The generator itself is ``frn_det.data.shapes``.
+"""
+
+from .builtin import (
+    SHAPES_CLASSES,
+    SHAPES_SPLITS,
+    datasets_root,
+    register_shapes_datasets,
+    shapes_annotation_file,
+    shapes_dir,
+    shapes_image_root,
+)
+
+__all__ = [
+    "SHAPES_CLASSES",
+    "SHAPES_SPLITS",
+    "datasets_root",
+    "register_shapes_datasets",
+    "shapes_annotation_file",
+    "shapes_dir",
+    "shapes_image_root",
+]
+
+register_shapes_datasets()
