@@ -1,6 +1,14 @@
 """FRN layers and the norm-act registry."""
 
-from .frn import TLU, FilterResponseNorm1d, FilterResponseNorm2d, frn_reference, set_frn_impl
+from .frn import (
+    TLU,
+    FilterResponseNorm1d,
+    FilterResponseNorm2d,
+    frn_impl,
+    frn_reference,
+    get_frn_impl,
+    set_frn_impl,
+)
 from .norm_act import (
     NormAct,
     get_activation,
@@ -16,7 +24,9 @@ __all__ = [
     "FilterResponseNorm1d",
     "FilterResponseNorm2d",
     "NormAct",
+    "frn_impl",
     "frn_reference",
+    "get_frn_impl",
     "get_activation",
     "get_fc_norm_act",
     "get_norm_act",

@@ -1,0 +1,127 @@
+"""What ``tools/train_net.py`` runs: detectron2's command line, plus ``--ims-per-gpu``.
+
+Usage (the conventions of detectron2's ``tools/train_net.py``)::
+
+    train_net.py --config-file CFG [--num-gpus G] [--ims-per-gpu N] [KEY VALUE ...]
+    train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth
+
+On a machine without CUDA, MODEL.DEVICE becomes "cpu" and the ``--num-gpus`` processes
+talk over gloo instead of NCCL.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch.distributed as dist
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+# Imported for their registrations: FRN-aware components and the embedded datasets.
+import frn_det.data  # noqa: F401
+import frn_det.modeling  # noqa: F401
+from frn_det.config import add_frn_config
+
+from .batch import check_ims_per_gpu
+from .launch import distributed_backend
+from .trainer import Trainer, log_results, prepare_config
+
+__all__ = ["argument_parser", "backend_for_args", "build_config", "main", "setup"]
+
+
+def _ims_per_gpu_arg(text: str) -> int:
+    try:
+        return check_ims_per_gpu(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 1 (images per GPU), got {text!r}"
+        ) from None
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """``detectron2.engine.default_argument_parser`` plus ``--ims-per-gpu N``."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--ims-per-gpu",
+        type=_ims_per_gpu_arg,
+        default=None,
+        metavar="N",
+        help="images per GPU (process); sets SOLVER.IMS_PER_GPU, which rescales "
+        "IMS_PER_BATCH to N x num-gpus x num-machines and BASE_LR, MAX_ITER, STEPS, "
+        "WARMUP_ITERS, CHECKPOINT_PERIOD, TEST.EVAL_PERIOD from SOLVER.REFERENCE_WORLD_BATCH. "
+        "Takes precedence over a SOLVER.IMS_PER_GPU given among the KEY VALUE options.",
+    )
+    return parser
+
+
+def _world_size(args: argparse.Namespace) -> int:
+    # Inside a launched process the process group is the truth; before launch (choosing the
+    # backend) the command line is all there is.
+    if dist.is_available() and dist.is_initialized():
+        return comm.get_world_size()
+    return args.num_gpus * args.num_machines
+
+
+def _merged_config(args: argparse.Namespace) -> CfgNode:
+    cfg = add_frn_config(get_cfg())
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts or [])
+    if getattr(args, "ims_per_gpu", None) is not None:
+        cfg.SOLVER.IMS_PER_GPU = args.ims_per_gpu
+    return cfg
+
+
+def build_config(args: argparse.Namespace) -> CfgNode:
+    """The frozen config of a run: detectron2's defaults, frn-det's keys, ``--config-file``,
+    the trailing ``KEY VALUE`` options and ``--ims-per-gpu``, prepared for the world size
+    (``prepare_config``: per-GPU batch scaling, CPU fallback). Sets up no logging.
+    """
+    cfg = prepare_config(_merged_config(args), _world_size(args))
+    cfg.freeze()
+    return cfg
+
+
+def backend_for_args(args: argparse.Namespace) -> str:
+    """The torch.distributed backend for the run ``args`` describe: "nccl" or "gloo"."""
+    return distributed_backend(build_config(args).MODEL.DEVICE)
+
+
+def setup(args: argparse.Namespace) -> CfgNode:
+    """``build_config`` with logging: frn-det's logger first, so that the per-GPU rescaling
+    and the device choice are logged to the console and OUTPUT_DIR/log.txt, then detectron2's
+    ``default_setup`` (its logger, config.yaml, seeds)."""
+    merged = _merged_config(args)
+    setup_logger(merged.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="frn_det")
+    cfg = prepare_config(merged, _world_size(args))
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Train (and evaluate at the end), or with ``--eval-only`` evaluate MODEL.WEIGHTS.
+
+    Runs in every process. Returns the evaluation results (``{}`` on processes other than
+    the main one; None when nothing was evaluated) and logs a box/mask AP table.
+    """
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process() and cfg.TEST.EXPECTED_RESULTS:
+            verify_results(cfg, results)
+    else:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        results = trainer.train()
+    log_results(results)
+    return results

@@ -1,0 +1,25 @@
+"""COCO evaluation for frn-det: detectron2's COCOEvaluator with faster-coco-eval as its
+COCOeval when installed, and pycocotools' official COCOeval on request (see ``coco``).
+
+``synthetic`` builds COCO-sized test data for checking and timing the backends.
+"""
+
+from .coco import (
+    COCOEVAL_BACKENDS,
+    COCOEVAL_ENV,
+    FRNCOCOEvaluator,
+    evaluate_predictions_on_coco,
+    faster_coco_eval_available,
+    resolve_cocoeval_backend,
+    to_faster_coco,
+)
+
+__all__ = [
+    "COCOEVAL_BACKENDS",
+    "COCOEVAL_ENV",
+    "FRNCOCOEvaluator",
+    "evaluate_predictions_on_coco",
+    "faster_coco_eval_available",
+    "resolve_cocoeval_backend",
+    "to_faster_coco",
+]

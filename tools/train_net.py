@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Train or evaluate an frn-det model with detectron2's command-line conventions.
+
+    python tools/train_net.py --config-file configs/Shapes/mask_rcnn_R_18_FPN_frn.yaml
+    python tools/train_net.py --config-file CFG --num-gpus 8 --ims-per-gpu 2
+    python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS out/model_final.pth
+
+Flags: --config-file, --eval-only, --resume, --num-gpus, --num-machines, --machine-rank,
+--dist-url, --ims-per-gpu N, then KEY VALUE config overrides. Without CUDA it runs on the
+CPU, with --num-gpus processes over gloo. The logic is in frn_det.engine.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run from a checkout without installing frn-det: make the repository importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from frn_det.engine import argument_parser, backend_for_args, launch, main  # noqa: E402
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """Parse ``argv`` (default: sys.argv[1:]) and run ``main`` in every process."""
+    args = argument_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+        backend=backend_for_args(args),
+    )
+
+
+if __name__ == "__main__":
+    cli()
