@@ -9,6 +9,7 @@ require_detectron2()
 
 from . import data, modeling  # noqa: E402,F401  (registers datasets and components)
 from .config import add_frn_config  # noqa: E402
+from .integration import register_with_detectron2, unregister_from_detectron2  # noqa: E402
 from .layers import (  # noqa: E402
     TLU,
     FilterResponseNorm1d,
@@ -29,5 +30,7 @@ __all__ = [
     "FilterResponseNorm2d",
     "get_norm_act",
     "register_norm",
+    "register_with_detectron2",
     "registered_norms",
+    "unregister_from_detectron2",
 ]
