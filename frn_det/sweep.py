@@ -1,0 +1,917 @@
+"""Sweeps: a grid of configs x norms x images per GPU x seeds, one train_net process per run.
+
+The picture frn-det exists for is AP against images per GPU, one line per norm. A sweep
+trains every point of that grid with ``tools/train_net.py`` (a subprocess per run, so a
+crash or a leak in one run cannot touch the next) and its per-GPU batch scaling
+(``--ims-per-gpu``): the total batch is ``N x processes`` and the learning rate and
+iteration counts follow it (``frn_det.engine.batch``).
+
+How a norm is chosen: one config file per norm, from a template with a ``{norm}``
+placeholder, e.g. ``configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml`` with norms
+``bn,syncbn,gn,frn``. The configs already follow that naming, and a config per norm can
+carry what a norm needs beyond the NORM keys (FRN's longer warm-up, pretrained weights of
+the matching norm for COCO), which overriding NORM keys from the command line would lose.
+
+Each run has its own folder, ``OUTPUT/<config stem>/<norm>/ipg<N>/seed<S>/``, where the
+config stem is the template's file name without ``{norm}`` (``mask_rcnn_R_18_FPN``). In it,
+next to detectron2's files (``metrics.json``, ``last_checkpoint``, ``model_final.pth``):
+
+- ``RUN.json``: the plan (train_net arguments, schedule), written when the sweep starts;
+- ``DONE.json``: written atomically once the run has exited cleanly with a final model,
+  holding its final evaluation; a run with it is skipped by later sweeps;
+- ``FAILED.json``: the exit status of a run that crashed; the next sweep retries it;
+- ``train_net.log``: what train_net printed.
+
+A run with a checkpoint but no DONE.json is resumed (``--resume``) from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tabulate import tabulate
+
+from frn_det.engine import argument_parser as train_net_argument_parser
+from frn_det.engine import build_config, check_ims_per_gpu
+
+__all__ = [
+    "CANONICAL_NORMS",
+    "Run",
+    "RunKey",
+    "RunState",
+    "Schedule",
+    "SweepError",
+    "config_stem",
+    "dry_run_table",
+    "expand_grid",
+    "final_results",
+    "find_runs",
+    "grid_warnings",
+    "main",
+    "metrics_by_iteration",
+    "norm_order",
+    "plan_schedule",
+    "read_metrics",
+    "read_state",
+    "run_dir",
+    "run_sweep",
+    "subprocess_runner",
+]
+
+
+NORM_PLACEHOLDER = "{norm}"
+# The order norms are listed in tables and plots; others follow alphabetically.
+CANONICAL_NORMS = ("bn", "syncbn", "gn", "frn")
+# The sweep sets these per run; an override among the KEY VALUE options would silently
+# break the folder layout or the grid.
+RESERVED_KEYS = ("SEED", "OUTPUT_DIR", "SOLVER.IMS_PER_GPU")
+TRAIN_NET = Path(__file__).resolve().parents[1] / "tools" / "train_net.py"
+
+RUN_FILE = "RUN.json"
+DONE_FILE = "DONE.json"
+FAILED_FILE = "FAILED.json"
+LOG_FILE = "train_net.log"
+METRICS_FILE = "metrics.json"
+FINAL_MODEL = "model_final.pth"
+RUN_DIR_GLOB = "*/*/ipg*/seed*"
+_IPG_RE = re.compile(r"^ipg(?P<ipg>\d+)$")
+_SEED_RE = re.compile(r"^seed(?P<seed>-?\d+)$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# detectron2 flattens evaluation results to "task/metric" (or "dataset/task/metric" with
+# several test datasets) in metrics.json.
+_EVAL_KEY_RE = re.compile(r"(^|/)(bbox|segm|keypoints|sem_seg|panoptic_seg)/")
+_CHECKPOINT_RE = re.compile(r"^model_(?P<iter>\d+)\.pth$")
+
+Runner = Callable[[Sequence[str], Path], int]
+
+
+class SweepError(ValueError):
+    """A grid that cannot be run as given (bad template, value, or clashing folders)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One point of the grid, repeated once: what to train and where."""
+
+    config: Path
+    config_stem: str
+    norm: str
+    ims_per_gpu: int
+    seed: int
+    num_gpus: int
+    output_dir: Path
+    opts: tuple[str, ...] = ()
+
+    def train_net_args(self, resume: bool = False) -> list[str]:
+        """The arguments of ``tools/train_net.py`` for this run (without the script)."""
+        args = ["--config-file", os.fspath(self.config), "--num-gpus", str(self.num_gpus)]
+        args += ["--ims-per-gpu", str(self.ims_per_gpu)]
+        if self.num_gpus > 1:
+            # detectron2's default URL is a port derived from the user id: two sweeps (or a
+            # sweep and a test) of one user would collide on it.
+            args += ["--dist-url", "auto"]
+        if resume:
+            args.append("--resume")
+        args += [*self.opts, "SEED", str(self.seed), "OUTPUT_DIR", os.fspath(self.output_dir)]
+        return args
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The schedule a run trains with, after per-GPU batch scaling."""
+
+    ims_per_batch: int
+    base_lr: float
+    max_iter: int
+
+    @property
+    def images(self) -> int:
+        """Images processed by the whole run: iterations x total batch."""
+        return self.max_iter * self.ims_per_batch
+
+
+@dataclass
+class RunState:
+    """What a run folder says about its run.
+
+    ``status`` is "done" (DONE.json), "failed" (FAILED.json, not retried yet),
+    "unfinished" (trained some iterations, or has a checkpoint) or "new" (nothing yet).
+    ``iteration`` counts the iterations metrics.json has recorded, ``checkpoint_iter`` those
+    the last checkpoint holds (None without one), ``max_iter`` comes from RUN.json or
+    DONE.json (None if neither). ``results`` holds the final evaluation (flat detectron2
+    keys such as "bbox/AP") for done runs, and for others the latest evaluation at or after
+    ``max_iter``, if metrics.json has one.
+    """
+
+    status: str
+    iteration: int = 0
+    checkpoint_iter: int | None = None
+    max_iter: int | None = None
+    final_model: bool = False
+    results: dict[str, float] = field(default_factory=dict)
+    done: dict[str, Any] = field(default_factory=dict)
+    failed: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+    skipped_lines: int = 0
+
+    def describe(self) -> str:
+        """A short human description: "done", "unfinished (iter 120/400)", "failed (...)"."""
+        total = "?" if self.max_iter is None else str(self.max_iter)
+        progress = f"iter {self.iteration}/{total}"
+        if self.status == "done":
+            return "done"
+        if self.status == "failed":
+            return f"failed (exit {self.failed.get('returncode', '?')}, {progress})"
+        if self.status == "new":
+            return f"not started ({progress})"
+        return f"unfinished ({progress})"
+
+
+def config_stem(template: str) -> str:
+    """The folder name of a config template: its file name without ``{norm}``, the
+    extension, and separators left dangling (``mask_rcnn_R_18_FPN_{norm}.yaml`` ->
+    ``mask_rcnn_R_18_FPN``)."""
+    name = Path(template).name
+    for suffix in (".yaml", ".yml", ".py"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    name = name.replace(NORM_PLACEHOLDER, "")
+    name = re.sub(r"[_-]{2,}", "_", name).strip("_-.")
+    return name or "config"
+
+
+def run_dir(output: Path, stem: str, norm: str, ims_per_gpu: int, seed: int) -> Path:
+    """``output/<config stem>/<norm>/ipg<N>/seed<S>``, the folder of one run."""
+    return Path(output) / stem / norm / f"ipg{ims_per_gpu}" / f"seed{seed}"
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """Where a run sits in the grid, as its folder names it."""
+
+    config_stem: str
+    norm: str
+    ims_per_gpu: int
+    seed: int
+
+
+def find_runs(output: str | os.PathLike) -> list[tuple[RunKey, Path]]:
+    """Every run folder under ``output`` (laid out by ``run_dir``) with its grid position,
+    sorted by config stem, norm, images per GPU and seed."""
+    found = []
+    for folder in Path(output).glob(RUN_DIR_GLOB):
+        ipg, seed = _IPG_RE.match(folder.parent.name), _SEED_RE.match(folder.name)
+        if folder.is_dir() and ipg and seed:
+            key = RunKey(
+                folder.parents[2].name, folder.parents[1].name, int(ipg["ipg"]), int(seed["seed"])
+            )
+            found.append((key, folder))
+    return sorted(
+        found,
+        key=lambda item: (
+            item[0].config_stem,
+            norm_order(item[0].norm),
+            item[0].ims_per_gpu,
+            item[0].seed,
+        ),
+    )
+
+
+def norm_order(norm: str) -> tuple[int, str]:
+    """Sort key listing norms as CANONICAL_NORMS does, others after them alphabetically."""
+    lower = norm.lower()
+    if lower in CANONICAL_NORMS:
+        return CANONICAL_NORMS.index(lower), lower
+    return len(CANONICAL_NORMS), lower
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise SweepError(
+            f"{kind} {value!r} cannot name a folder; use letters, digits, '_', '-' and '.'"
+        )
+    return value
+
+
+def _check_opts(opts: Sequence[str]) -> tuple[str, ...]:
+    if len(opts) % 2:
+        raise SweepError(
+            f"config options must be KEY VALUE pairs, got an odd number ({len(opts)}): {list(opts)}"
+        )
+    for key in opts[::2]:
+        if key in RESERVED_KEYS:
+            raise SweepError(
+                f"config option {key} is set by the sweep for every run; use --seed / "
+                f"--repeats for SEED, --output for OUTPUT_DIR, --ims-per-gpu for "
+                f"SOLVER.IMS_PER_GPU (reserved: {', '.join(RESERVED_KEYS)})"
+            )
+    return tuple(opts)
+
+
+def expand_grid(
+    templates: Sequence[str],
+    norms: Sequence[str],
+    ims_per_gpu: Sequence[int],
+    output: str | os.PathLike,
+    *,
+    repeats: int = 1,
+    seed: int = 0,
+    num_gpus: int = 1,
+    norm_num_gpus: Mapping[str, int] | None = None,
+    opts: Sequence[str] = (),
+) -> list[Run]:
+    """Every run of the grid templates x norms x images per GPU x repeats, in that order.
+
+    Args:
+        templates: config paths with a ``{norm}`` placeholder, one config file per norm.
+        norms: the names substituted for ``{norm}`` (``bn``, ``syncbn``, ``gn``, ``frn``).
+        ims_per_gpu: images per GPU (process), each an int >= 1.
+        output: the sweep's root folder.
+        repeats: runs per point; repeat ``r`` uses SEED ``seed + r``, so every point of
+            the grid sees the same seeds (norms are compared on equal random draws).
+        num_gpus: processes per run (``--num-gpus``), unless ``norm_num_gpus`` says otherwise
+            for a norm (SyncBN only differs from BN with >= 2 processes).
+        opts: KEY VALUE config options passed to every run (not SEED, OUTPUT_DIR or
+            SOLVER.IMS_PER_GPU, which the sweep sets).
+    Raises:
+        SweepError: naming the template, norm, value or folder that is not accepted.
+    """
+    if not templates:
+        raise SweepError(
+            "no config template given; e.g. configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml"
+        )
+    if not norms:
+        raise SweepError("no norm given; e.g. bn,syncbn,gn,frn")
+    if not ims_per_gpu:
+        raise SweepError("no images per GPU given; e.g. 1,2,4,8")
+    for kind, values in (("norm", norms), ("images per GPU", ims_per_gpu)):
+        if len(set(values)) != len(values):
+            raise SweepError(f"{kind} values repeat: {list(values)}")
+    norms = [_check_name("norm", n) for n in norms]
+    try:
+        sizes = [check_ims_per_gpu(n) for n in ims_per_gpu]
+    except ValueError as error:
+        raise SweepError(str(error)) from None
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise SweepError(f"repeats must be an integer >= 1, got {repeats!r}")
+    norm_num_gpus = dict(norm_num_gpus or {})
+    unknown = sorted(set(norm_num_gpus) - set(norms))
+    if unknown:
+        raise SweepError(
+            f"process counts given for norms not in the sweep: {unknown}; norms: {list(norms)}"
+        )
+    for norm, count in {"all norms": num_gpus, **norm_num_gpus}.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise SweepError(
+                f"number of processes for {norm} must be an integer >= 1, got {count!r}"
+            )
+    opts = _check_opts(opts)
+
+    stems: dict[str, str] = {}
+    runs = []
+    for template in templates:
+        if NORM_PLACEHOLDER not in template:
+            raise SweepError(
+                f"config template {template!r} has no {NORM_PLACEHOLDER} placeholder; a sweep "
+                "takes one config per norm, e.g. configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml"
+            )
+        stem = _check_name("config stem", config_stem(template))
+        if stem in stems:
+            raise SweepError(
+                f"config templates {stems[stem]!r} and {template!r} would share the run "
+                f"folders {stem}/; give them different file names or sweep them separately"
+            )
+        stems[stem] = template
+        for norm in norms:
+            config = Path(template.replace(NORM_PLACEHOLDER, norm)).resolve()
+            if not config.is_file():
+                raise SweepError(
+                    f"config file {os.fspath(config)!r} (template {template!r}, norm {norm!r}) "
+                    "does not exist"
+                )
+            for size in sizes:
+                for repeat in range(repeats):
+                    runs.append(
+                        Run(
+                            config=config,
+                            config_stem=stem,
+                            norm=norm,
+                            ims_per_gpu=size,
+                            seed=seed + repeat,
+                            num_gpus=norm_num_gpus.get(norm, num_gpus),
+                            output_dir=run_dir(
+                                Path(output).resolve(), stem, norm, size, seed + repeat
+                            ),
+                            opts=opts,
+                        )
+                    )
+    return runs
+
+
+def grid_warnings(runs: Sequence[Run]) -> list[str]:
+    """Things about a grid that are legal but likely not what was meant."""
+    warnings = []
+    lone = sorted({r.norm for r in runs if r.norm.lower() == "syncbn" and r.num_gpus < 2})
+    for norm in lone:
+        warnings.append(
+            f"{norm} runs with 1 process: SyncBN then normalizes over one process's images, "
+            f"like BN; give it >= 2 (--norm-gpus {norm}=2)"
+        )
+    gpus = {r.norm: r.num_gpus for r in runs}
+    if len(set(gpus.values())) > 1:
+        counts = ", ".join(f"{norm} {n}" for norm, n in gpus.items())
+        warnings.append(
+            f"process counts differ between norms ({counts}): at equal images per GPU the "
+            "total batch, and so BASE_LR and MAX_ITER, differ too"
+        )
+    return warnings
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    # Planning builds every run's config; the CPU fallback and batch warnings they log are
+    # logged again by the run itself, where they belong, instead of once per grid point.
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def plan_schedule(run: Run) -> Schedule:
+    """The schedule train_net will use for ``run``: its config built exactly as train_net
+    builds it (``frn_det.engine.build_config``), per-GPU batch scaling included."""
+    args = train_net_argument_parser().parse_args(run.train_net_args())
+    with _quiet("frn_det"):
+        cfg = build_config(args)
+    return Schedule(
+        ims_per_batch=int(cfg.SOLVER.IMS_PER_BATCH),
+        base_lr=float(cfg.SOLVER.BASE_LR),
+        max_iter=int(cfg.SOLVER.MAX_ITER),
+    )
+
+
+def read_metrics(path: str | os.PathLike) -> tuple[list[dict[str, Any]], int]:
+    """The records of a detectron2 ``metrics.json`` (JSON lines) and how many lines were
+    skipped as unreadable.
+
+    A run killed while writing leaves a torn last line, and a resumed run appends after it,
+    so a torn line can also sit in the middle; both are skipped. A missing file has no
+    records.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return [], 0
+    records, skipped = [], 0
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                skipped += 1
+                continue
+            if isinstance(record, dict) and isinstance(record.get("iteration"), int):
+                records.append(record)
+            else:
+                skipped += 1
+    return records, skipped
+
+
+def metrics_by_iteration(records: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Records merged per iteration, in iteration order; a later record overrides an
+    earlier one (a resumed run trains again the iterations after its checkpoint)."""
+    merged: dict[int, dict[str, Any]] = {}
+    for record in records:
+        merged.setdefault(record["iteration"], {}).update(record)
+    return dict(sorted(merged.items()))
+
+
+def final_results(
+    by_iteration: Mapping[int, Mapping[str, Any]], min_iteration: int = 0
+) -> dict[str, float]:
+    """The evaluation results (keys like "bbox/AP", "segm/AP") of the last iteration that
+    has any, if it is >= ``min_iteration``; else {}."""
+    for iteration in sorted(by_iteration, reverse=True):
+        if iteration < min_iteration:
+            break
+        found = {k: v for k, v in by_iteration[iteration].items() if _EVAL_KEY_RE.search(k)}
+        if found:
+            return found
+    return {}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    # Write then rename: a reader (or a sweep started after a kill) sees the old file or the
+    # new one, never half of one, which is what makes DONE.json a safe "skip me" marker.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _checkpoint_iter(folder: Path, max_iter: int | None) -> int | None:
+    # detectron2's checkpointer names the file after the last finished iteration's index
+    # (model_0000099.pth holds 100 iterations) and records it in last_checkpoint.
+    try:
+        name = (folder / "last_checkpoint").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    if name == FINAL_MODEL:
+        return max_iter
+    match = _CHECKPOINT_RE.match(name)
+    return int(match["iter"]) + 1 if match else None
+
+
+def _config_max_iter(folder: Path) -> int | None:
+    # A folder train_net wrote without the sweep still has the config it trained with,
+    # already rescaled for its batch.
+    try:
+        cfg = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+        return int(cfg["SOLVER"]["MAX_ITER"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+
+
+def read_state(folder: str | os.PathLike) -> RunState:
+    """What ``folder`` (one run's output folder) says about its run; see ``RunState``."""
+    folder = Path(folder)
+    plan = _read_json(folder / RUN_FILE)
+    done = _read_json(folder / DONE_FILE)
+    failed = _read_json(folder / FAILED_FILE)
+    max_iter = done.get("max_iter", plan.get("schedule", {}).get("max_iter"))
+    if max_iter is None:
+        max_iter = _config_max_iter(folder)
+    records, skipped = read_metrics(folder / METRICS_FILE)
+    by_iteration = metrics_by_iteration(records)
+    trained = [i for i, r in by_iteration.items() if "total_loss" in r]
+    iteration = max(trained) + 1 if trained else 0
+    checkpoint = _checkpoint_iter(folder, max_iter)
+    final_model = (folder / FINAL_MODEL).is_file()
+    if done:
+        status = "done"
+        results = dict(done.get("results", {}))
+        iteration = max(iteration, max_iter or 0)
+    else:
+        # Only an evaluation at the end of training counts as the run's result.
+        results = final_results(by_iteration, (max_iter or 1) - 1) if max_iter else {}
+        if failed:
+            status = "failed"
+        elif iteration or checkpoint or final_model:
+            status = "unfinished"
+        else:
+            status = "new"
+    return RunState(
+        status=status,
+        iteration=iteration,
+        checkpoint_iter=checkpoint,
+        max_iter=max_iter,
+        final_model=final_model,
+        results=results,
+        done=done,
+        failed=failed,
+        plan=plan,
+        skipped_lines=skipped,
+    )
+
+
+def _plan_record(run: Run, schedule: Schedule) -> dict[str, Any]:
+    return {
+        "config": os.fspath(run.config),
+        "config_stem": run.config_stem,
+        "norm": run.norm,
+        "ims_per_gpu": run.ims_per_gpu,
+        "num_gpus": run.num_gpus,
+        "seed": run.seed,
+        "train_net_args": run.train_net_args(),
+        "schedule": {
+            "ims_per_batch": schedule.ims_per_batch,
+            "base_lr": schedule.base_lr,
+            "max_iter": schedule.max_iter,
+        },
+    }
+
+
+def _check_same_plan(runs: Sequence[Run], states: Sequence[RunState]) -> None:
+    clashes = [
+        f"  {run.output_dir}: was {state.plan['train_net_args']}, now {run.train_net_args()}"
+        for run, state in zip(runs, states, strict=True)
+        if "train_net_args" in state.plan and state.plan["train_net_args"] != run.train_net_args()
+    ]
+    if clashes:
+        raise SweepError(
+            "these run folders hold runs started with other train_net arguments; resuming or "
+            "skipping them would mix settings (use another --output, or delete them):\n"
+            + "\n".join(clashes)
+        )
+
+
+def _rates(output: Path) -> dict[tuple, list[float]]:
+    # Seconds per image of every finished run under ``output``, keyed from the most to the
+    # least specific match, so an estimate uses the closest kind of run that has a timing.
+    rates: dict[tuple, list[float]] = {}
+    for done_file in output.glob(f"{RUN_DIR_GLOB}/{DONE_FILE}"):
+        done = _read_json(done_file)
+        images, seconds = done.get("images_trained"), done.get("seconds")
+        if not images or not seconds:
+            continue
+        rate = seconds / images
+        stem, norm, gpus = done.get("config_stem"), done.get("norm"), done.get("num_gpus")
+        for key in ((stem, norm, gpus), (stem, norm), (stem,)):
+            rates.setdefault(key, []).append(rate)
+    return rates
+
+
+def _estimate(run: Run, images: int, rates: Mapping[tuple, list[float]]) -> float | None:
+    for key in (
+        (run.config_stem, run.norm, run.num_gpus),
+        (run.config_stem, run.norm),
+        (run.config_stem,),
+    ):
+        if key in rates:
+            return images * statistics.median(rates[key])
+    return None
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _action(state: RunState, schedule: Schedule) -> str:
+    if state.status == "done":
+        return "skip (done)"
+    if state.checkpoint_iter:
+        start = f"resume from iter {state.checkpoint_iter}/{schedule.max_iter}"
+        return f"{start} (after exit {state.failed['returncode']})" if state.failed else start
+    if state.failed:
+        return f"restart (after exit {state.failed.get('returncode', '?')})"
+    return "start"
+
+
+def dry_run_table(runs: Sequence[Run], output: str | os.PathLike) -> str:
+    """The runs of a grid as a table: folder, processes, IMS_PER_BATCH, BASE_LR, MAX_ITER,
+    images processed (iterations x batch), estimated time left and what a sweep would do,
+    with totals. Times are estimated from finished runs' DONE.json under ``output``.
+
+    Raises:
+        SweepError: when a run folder holds a run started with other arguments.
+    """
+    output = Path(output).resolve()
+    _check_same_plan(runs, [read_state(run.output_dir) for run in runs])
+    rates = _rates(output)
+    rows = []
+    total_images = 0
+    total_seconds = 0.0
+    unknown = 0
+    counts = {"skip": 0, "resume": 0, "start": 0, "restart": 0}
+    for run in runs:
+        schedule = plan_schedule(run)
+        state = read_state(run.output_dir)
+        action = _action(state, schedule)
+        counts[action.split()[0]] += 1
+        left_iters = (
+            0 if state.status == "done" else schedule.max_iter - (state.checkpoint_iter or 0)
+        )
+        left = _estimate(run, max(left_iters, 0) * schedule.ims_per_batch, rates)
+        if left is None and left_iters > 0:
+            unknown += 1
+        total_seconds += left or 0.0
+        total_images += schedule.images
+        rows.append(
+            [
+                os.path.relpath(run.output_dir, output),
+                run.num_gpus,
+                schedule.ims_per_batch,
+                f"{schedule.base_lr:.6g}",
+                schedule.max_iter,
+                schedule.images,
+                _duration(left) if left_iters > 0 else "-",
+                action,
+            ]
+        )
+    headers = [
+        "run",
+        "procs",
+        "IMS_PER_BATCH",
+        "BASE_LR",
+        "MAX_ITER",
+        "images",
+        "est. left",
+        "action",
+    ]
+    table = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+    if unknown and not total_seconds:
+        estimate = "? (no finished run of these configs under the output folder to time from)"
+    else:
+        estimate = _duration(total_seconds)
+        if unknown:
+            estimate += f" + {unknown} run(s) without a timing to estimate from"
+    summary = (
+        f"{len(runs)} runs: {counts['skip']} done, {counts['resume']} to resume, "
+        f"{counts['restart']} to restart, {counts['start']} to start; "
+        f"{total_images:,} images in all (iterations x IMS_PER_BATCH); est. time left: {estimate}"
+    )
+    return f"{table}\n\n{summary}"
+
+
+def subprocess_runner(command: Sequence[str], log_path: Path) -> int:
+    """Run ``command``, appending its output to ``log_path``; return its exit status."""
+    with log_path.open("ab") as log:
+        return subprocess.run(list(command), stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def _finish(
+    run: Run, schedule: Schedule, state: RunState, seconds: float, trained: int
+) -> dict[str, Any]:
+    done = {
+        **_plan_record(run, schedule),
+        "max_iter": schedule.max_iter,
+        "results": state.results,
+        "seconds": seconds,
+        "images_trained": trained * schedule.ims_per_batch,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _write_json(run.output_dir / DONE_FILE, done)
+    (run.output_dir / FAILED_FILE).unlink(missing_ok=True)
+    return done
+
+
+def run_sweep(
+    runs: Sequence[Run],
+    runner: Runner = subprocess_runner,
+    *,
+    python: str = sys.executable,
+    train_net: Path = TRAIN_NET,
+    echo: Callable[[str], None] = print,
+) -> dict[str, list[Path]]:
+    """Train every run of ``runs`` that has not finished, one after the other.
+
+    A run with DONE.json is skipped; one with a checkpoint is resumed (``--resume``); one
+    that trained to the end without DONE.json (killed during the final bookkeeping) only
+    gets its DONE.json. A run that fails gets FAILED.json and the sweep goes on.
+
+    Args:
+        runs: from ``expand_grid``.
+        runner: ``runner(command, log_path) -> exit status``; tests pass one that trains
+            nothing.
+        python, train_net: the interpreter and script a run's command starts.
+        echo: where progress lines go.
+    Returns:
+        The run folders by outcome: "done" (trained now), "skipped", "failed".
+    Raises:
+        SweepError: when a run folder holds a run started with other arguments.
+    """
+    states = [read_state(run.output_dir) for run in runs]
+    _check_same_plan(runs, states)
+    schedules = [plan_schedule(run) for run in runs]
+    # Every planned run gets its RUN.json first, so a summary made while the sweep runs
+    # shows the points still to come instead of leaving them out.
+    for run, schedule in zip(runs, schedules, strict=True):
+        run.output_dir.mkdir(parents=True, exist_ok=True)
+        if not (run.output_dir / RUN_FILE).is_file():
+            _write_json(run.output_dir / RUN_FILE, _plan_record(run, schedule))
+
+    outcome: dict[str, list[Path]] = {"done": [], "skipped": [], "failed": []}
+    for index, (run, schedule) in enumerate(zip(runs, schedules, strict=True), start=1):
+        state = read_state(run.output_dir)
+        where = f"[{index}/{len(runs)}] {run.output_dir}"
+        if state.status == "done":
+            echo(f"{where}: done, skipped")
+            outcome["skipped"].append(run.output_dir)
+            continue
+        if state.final_model and state.results:
+            echo(f"{where}: trained and evaluated; recording {DONE_FILE}")
+            _finish(run, schedule, state, 0.0, 0)
+            outcome["done"].append(run.output_dir)
+            continue
+        resume = state.checkpoint_iter is not None
+        start_iter = state.checkpoint_iter or 0
+        command = [python, os.fspath(train_net), *run.train_net_args(resume=resume)]
+        echo(f"{where}: {_action(state, schedule)}; log: {run.output_dir / LOG_FILE}")
+        # While the run retrains it is unfinished, not failed; a new failure writes it again.
+        (run.output_dir / FAILED_FILE).unlink(missing_ok=True)
+        started = time.monotonic()
+        returncode = runner(command, run.output_dir / LOG_FILE)
+        seconds = time.monotonic() - started
+        state = read_state(run.output_dir)
+        if returncode == 0 and state.final_model:
+            done = _finish(run, schedule, state, seconds, schedule.max_iter - start_iter)
+            shown = ", ".join(
+                f"{k} {v:.2f}" for k, v in done["results"].items() if k.endswith("/AP")
+            )
+            echo(f"{where}: done in {_duration(seconds)}" + (f"; {shown}" if shown else ""))
+            outcome["done"].append(run.output_dir)
+            continue
+        reason = f"exit {returncode}" if returncode else f"exit 0 without {FINAL_MODEL}"
+        _write_json(
+            run.output_dir / FAILED_FILE,
+            {
+                "returncode": returncode,
+                "reason": reason,
+                "iteration": state.iteration,
+                "seconds": seconds,
+            },
+        )
+        echo(
+            f"{where}: FAILED ({reason}, iter {state.iteration}/{schedule.max_iter}); "
+            f"see {run.output_dir / LOG_FILE}"
+        )
+        outcome["failed"].append(run.output_dir)
+    return outcome
+
+
+def _comma_list(kind: str, convert: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {kind}, got {text!r}"
+            )
+        try:
+            return [convert(item) for item in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {kind}, got {text!r}"
+            ) from None
+
+    return parse
+
+
+def _norm_gpus(text: str) -> dict[str, int]:
+    result = {}
+    for item in text.split(","):
+        norm, sep, count = item.partition("=")
+        if not sep or not norm.strip() or not count.strip().isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected NORM=PROCESSES[,NORM=PROCESSES...] with PROCESSES >= 1 "
+                f"(e.g. syncbn=2), got {text!r}"
+            )
+        result[norm.strip()] = int(count)
+    return result
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line of ``tools/sweep.py``."""
+    parser = argparse.ArgumentParser(
+        prog="sweep.py",
+        description=(
+            "Train a grid of configs x norms x images per GPU (x repeats) with "
+            "tools/train_net.py, one process per run, into OUTPUT/<config stem>/<norm>/"
+            "ipg<N>/seed<S>/. Finished runs (DONE.json) are skipped, interrupted ones resumed. "
+            "Lists are comma-separated. Trailing KEY VALUE pairs go to every run's config."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--configs",
+        required=True,
+        type=_comma_list("config templates", str),
+        metavar="TEMPLATE[,TEMPLATE]",
+        help="config files with a {norm} placeholder, one file per norm "
+        "(e.g. configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml)",
+    )
+    parser.add_argument(
+        "--norms",
+        default=list(CANONICAL_NORMS),
+        type=_comma_list("norm names", str),
+        metavar="NORM[,NORM]",
+        help="names substituted for {norm}",
+    )
+    parser.add_argument(
+        "--ims-per-gpu",
+        required=True,
+        type=_comma_list("integers >= 1", int),
+        metavar="N[,N]",
+        help="images per GPU (process); BASE_LR and iterations scale with the total batch "
+        "from SOLVER.REFERENCE_WORLD_BATCH",
+    )
+    parser.add_argument("--output", default="output/sweep", help="the sweep's root folder")
+    parser.add_argument(
+        "--num-gpus", type=int, default=1, help="processes per run (--num-gpus of train_net)"
+    )
+    parser.add_argument(
+        "--norm-gpus",
+        type=_norm_gpus,
+        default={},
+        metavar="NORM=N[,NORM=N]",
+        help="processes per run for some norms, e.g. syncbn=2 (SyncBN needs >= 2 to "
+        "differ from BN)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs per point, with SEED = --seed + repeat"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="SEED of the first repeat")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs with their schedule and estimated cost; train nothing",
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config options for every run"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) -> int:
+    """Run ``tools/sweep.py`` with ``argv``; returns the exit status (1 if a run failed)."""
+    parser = argument_parser()
+    args = parser.parse_args(argv)
+    try:
+        runs = expand_grid(
+            args.configs,
+            args.norms,
+            args.ims_per_gpu,
+            args.output,
+            repeats=args.repeats,
+            seed=args.seed,
+            num_gpus=args.num_gpus,
+            norm_num_gpus=args.norm_gpus,
+            opts=args.opts,
+        )
+        for warning in grid_warnings(runs):
+            print(f"warning: {warning}", file=sys.stderr)
+        if args.dry_run:
+            print(dry_run_table(runs, args.output))
+            return 0
+        outcome = run_sweep(runs, runner)
+    except SweepError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    print(
+        f"{len(outcome['done'])} trained, {len(outcome['skipped'])} already done, "
+        f"{len(outcome['failed'])} failed. Summary: python tools/summarize.py {args.output}"
+    )
+    return 1 if outcome["failed"] else 0

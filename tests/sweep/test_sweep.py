@@ -1,0 +1,259 @@
+"""tools/sweep.py: the grid, its folders, the dry-run's schedule, skipping and resuming."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from frn_det.summarize import summarize
+from frn_det.sweep import (
+    SweepError,
+    config_stem,
+    expand_grid,
+    grid_warnings,
+    main,
+    read_metrics,
+    read_state,
+    run_sweep,
+    subprocess_runner,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SHAPES_TEMPLATE = os.fspath(REPO / "configs" / "Shapes" / "mask_rcnn_R_18_FPN_{norm}.yaml")
+STEM = "mask_rcnn_R_18_FPN"
+
+
+def _grid(output, **kwargs):
+    kwargs.setdefault("norms", ["bn", "frn"])
+    kwargs.setdefault("ims_per_gpu", [1, 2])
+    return expand_grid(
+        [SHAPES_TEMPLATE], kwargs.pop("norms"), kwargs.pop("ims_per_gpu"), output, **kwargs
+    )
+
+
+def test_the_grid_is_norms_by_images_per_gpu_by_repeats_each_in_its_own_folder(tmp_path):
+    runs = _grid(tmp_path, repeats=2, seed=5)
+    assert len(runs) == 2 * 2 * 2
+    folders = [r.output_dir for r in runs]
+    assert len(set(folders)) == len(folders)
+    frn = [r for r in runs if r.norm == "frn" and r.ims_per_gpu == 2 and r.seed == 6]
+    assert [r.output_dir for r in frn] == [tmp_path / STEM / "frn" / "ipg2" / "seed6"]
+    assert frn[0].config == REPO / "configs" / "Shapes" / "mask_rcnn_R_18_FPN_frn.yaml"
+
+
+def test_repeats_get_distinct_seeds_and_every_point_the_same_ones(tmp_path):
+    runs = _grid(tmp_path, repeats=3, seed=5)
+    seeds = {}
+    for run in runs:
+        seeds.setdefault((run.norm, run.ims_per_gpu), []).append(run.seed)
+        args = run.train_net_args()
+        assert args[args.index("SEED") + 1] == str(run.seed)
+    assert set(map(tuple, seeds.values())) == {(5, 6, 7)}
+
+
+@pytest.mark.parametrize(
+    ("template", "stem"),
+    [
+        ("configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml", "mask_rcnn_R_18_FPN"),
+        ("configs/COCO-Detection/faster_rcnn_R_50_FPN_3x_{norm}.yaml", "faster_rcnn_R_50_FPN_3x"),
+        ("x/{norm}_retinanet.yml", "retinanet"),
+    ],
+)
+def test_the_config_stem_is_the_file_name_without_the_norm(template, stem):
+    assert config_stem(template) == stem
+
+
+def test_syncbn_can_run_with_more_processes_than_the_other_norms(tmp_path):
+    runs = _grid(tmp_path, norms=["bn", "syncbn"], ims_per_gpu=[4], norm_num_gpus={"syncbn": 2})
+    by_norm = {r.norm: r.train_net_args() for r in runs}
+    assert by_norm["syncbn"][by_norm["syncbn"].index("--num-gpus") + 1] == "2"
+    assert "--dist-url" in by_norm["syncbn"]  # a free port, not the per-user default
+    assert by_norm["bn"][by_norm["bn"].index("--num-gpus") + 1] == "1"
+    [warning] = grid_warnings(runs)
+    assert "total batch" in warning
+    lone = grid_warnings(_grid(tmp_path, norms=["syncbn"], ims_per_gpu=[4]))
+    assert any("syncbn runs with 1 process" in w for w in lone)
+
+
+@pytest.mark.parametrize(
+    ("templates", "kwargs", "message"),
+    [
+        (["configs/Shapes/mask_rcnn_R_18_FPN_frn.yaml"], {}, r"no \{norm\} placeholder"),
+        (
+            [SHAPES_TEMPLATE],
+            {"norms": ["bn", "xn"]},
+            r"mask_rcnn_R_18_FPN_xn.yaml.*'xn'.*not exist",
+        ),
+        ([SHAPES_TEMPLATE], {"opts": ["SEED", "3"]}, r"SEED is set by the sweep"),
+        ([SHAPES_TEMPLATE], {"opts": ["MODEL.FRN.IMPL"]}, r"KEY VALUE pairs.*odd"),
+        ([SHAPES_TEMPLATE], {"norm_num_gpus": {"sync": 2}}, r"\['sync'\].*norms: \['bn'\]"),
+        ([SHAPES_TEMPLATE], {"ims_per_gpu": [0]}, r"integer >= 1, got 0"),
+        ([SHAPES_TEMPLATE, "other/mask_rcnn_R_18_FPN_{norm}.yaml"], {}, r"share the run folders"),
+    ],
+)
+def test_a_grid_that_cannot_run_is_refused_naming_the_value(tmp_path, templates, kwargs, message):
+    kwargs = {"norms": ["bn"], "ims_per_gpu": [1], **kwargs}
+    with pytest.raises(SweepError, match=message):
+        expand_grid(templates, kwargs.pop("norms"), kwargs.pop("ims_per_gpu"), tmp_path, **kwargs)
+
+
+def _dry_run(tmp_path, capsys, *extra):
+    argv = ["--configs", SHAPES_TEMPLATE, "--norms", "bn,syncbn,frn", "--norm-gpus", "syncbn=2"]
+    argv += ["--ims-per-gpu", "1,8", "--output", str(tmp_path / "out"), "--dry-run", *extra]
+    assert main(argv) == 0
+    rows = {}
+    for line in capsys.readouterr().out.splitlines():
+        cells = line.split()
+        if cells and cells[0].startswith(STEM + "/"):
+            rows[cells[0].removeprefix(STEM + "/")] = cells[1:]
+    return rows
+
+
+def test_the_dry_run_shows_lr_iterations_and_batch_scaled_from_the_reference_batch(
+    tmp_path, capsys
+):
+    # The Shapes schedule is written for 4 images: BASE_LR 0.02, MAX_ITER 400.
+    rows = _dry_run(tmp_path, capsys, "MODEL.FRN.IMPL", "autograd")
+    # procs, IMS_PER_BATCH, BASE_LR, MAX_ITER, images, est. left, action
+    assert rows["bn/ipg1/seed0"][:5] == ["1", "1", "0.005", "1600", "1600"]
+    assert rows["bn/ipg8/seed0"][:5] == ["1", "8", "0.04", "200", "1600"]
+    assert rows["syncbn/ipg1/seed0"][:5] == ["2", "2", "0.01", "800", "1600"]
+    assert rows["syncbn/ipg8/seed0"][:5] == ["2", "16", "0.08", "100", "1600"]
+    assert rows["frn/ipg1/seed0"][5:] == ["?", "start"]
+    assert not (tmp_path / "out").exists(), "a dry run must not create run folders"
+
+
+def test_the_dry_run_estimates_time_from_finished_runs_and_shows_what_it_would_do(
+    tmp_path, capsys, fake_run
+):
+    out = tmp_path / "out"
+    done = fake_run(out, "bn", 8, 0, "done", box=30.0, max_iter=200)
+    record = json.loads((done / "DONE.json").read_text())
+    # 200 iterations x 8 images in 160 s: 0.1 s an image.
+    record.update(seconds=160.0, images_trained=1600)
+    (done / "DONE.json").write_text(json.dumps(record))
+    fake_run(out, "frn", 1, 0, "failed", iteration=37, max_iter=1600, returncode=3)
+    rows = _dry_run(tmp_path, capsys)
+    assert rows["bn/ipg8/seed0"][5:] == ["-", "skip", "(done)"]
+    assert rows["bn/ipg1/seed0"][5:] == ["2m40s", "start"]
+    # No finished frn run: the estimate falls back on the config's other norms.
+    assert rows["frn/ipg1/seed0"][5:] == ["2m40s", "restart", "(after", "exit", "3)"]
+
+
+def test_finished_runs_are_skipped_and_interrupted_ones_resume_from_their_checkpoint(
+    tmp_path, fake_runner
+):
+    runs = _grid(tmp_path, norms=["frn"], ims_per_gpu=[1, 4])
+    crashing = runs[1].output_dir
+    first = fake_runner(crash_at={crashing: 120})
+    outcome = run_sweep(runs, first, echo=lambda _: None)
+    assert outcome == {"done": [runs[0].output_dir], "skipped": [], "failed": [crashing]}
+    assert all("--resume" not in c for c in first.commands)
+    state = read_state(crashing)
+    assert (state.status, state.iteration, state.checkpoint_iter) == ("failed", 120, 100)
+    assert state.describe() == "failed (exit 1, iter 120/400)"
+    assert json.loads((runs[0].output_dir / "DONE.json").read_text())["results"] == {
+        "bbox/AP": 30.0
+    }
+
+    second = fake_runner()
+    outcome = run_sweep(runs, second, echo=lambda _: None)
+    assert outcome == {"done": [crashing], "skipped": [runs[0].output_dir], "failed": []}
+    [command] = second.commands
+    assert "--resume" in command and command[command.index("OUTPUT_DIR") + 1] == str(crashing)
+    assert not (crashing / "FAILED.json").exists()
+    assert read_state(crashing).status == "done"
+    # The torn line and the line that ran into it are skipped, not fatal.
+    records, skipped = read_metrics(crashing / "metrics.json")
+    assert skipped == 1 and records[-1]["bbox/AP"] == 30.0
+
+    third = fake_runner()
+    assert run_sweep(runs, third, echo=lambda _: None)["skipped"] == [r.output_dir for r in runs]
+    assert third.commands == []
+
+
+def test_a_run_trained_to_the_end_without_done_json_is_only_recorded(tmp_path, fake_runner):
+    [run] = _grid(tmp_path, norms=["gn"], ims_per_gpu=[4])
+    run.output_dir.mkdir(parents=True)
+    (run.output_dir / "model_final.pth").write_bytes(b"final")
+    (run.output_dir / "metrics.json").write_text(
+        '{"iteration": 399, "total_loss": 1.0}\n{"iteration": 400, "bbox/AP": 41.5}\n'
+    )
+    runner = fake_runner()
+    assert run_sweep([run], runner, echo=lambda _: None)["done"] == [run.output_dir]
+    assert runner.commands == []
+    assert json.loads((run.output_dir / "DONE.json").read_text())["results"] == {"bbox/AP": 41.5}
+
+
+def test_exiting_without_a_final_model_is_a_failure(tmp_path):
+    [run] = _grid(tmp_path, norms=["gn"], ims_per_gpu=[4])
+    outcome = run_sweep([run], lambda command, log: 0, echo=lambda _: None)
+    assert outcome["failed"] == [run.output_dir]
+    failed = json.loads((run.output_dir / "FAILED.json").read_text())
+    assert failed["reason"] == "exit 0 without model_final.pth"
+
+
+def test_a_folder_holding_a_run_with_other_arguments_is_refused(tmp_path, fake_runner):
+    [run] = _grid(tmp_path, norms=["gn"], ims_per_gpu=[4])
+    run_sweep([run], fake_runner(), echo=lambda _: None)
+    [changed] = _grid(tmp_path, norms=["gn"], ims_per_gpu=[4], opts=["SOLVER.BASE_LR", "0.1"])
+    with pytest.raises(
+        SweepError, match=r"(?s)other train_net arguments.*gn/ipg4/seed0.*now.*BASE_LR"
+    ):
+        run_sweep([changed], fake_runner(), echo=lambda _: None)
+
+
+def test_a_tiny_real_run_goes_through_train_net_and_is_skipped_the_second_time(
+    tmp_path, tiny_shapes, monkeypatch, capsys
+):
+    monkeypatch.setenv("DETECTRON2_DATASETS", os.fspath(tiny_shapes))
+    calls = []
+
+    def counting_runner(command, log_path):
+        calls.append(command)
+        return subprocess_runner(command, log_path)
+
+    out = tmp_path / "out"
+    # Written for 1 image and 4 iterations: 2 images per GPU halves it to 2 iterations.
+    argv = ["--configs", SHAPES_TEMPLATE, "--norms", "frn", "--ims-per-gpu", "2"]
+    argv += ["--output", str(out), "MODEL.FRN.IMPL", "autograd", "DATALOADER.NUM_WORKERS", "0"]
+    argv += ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64"]
+    argv += ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64"]
+    argv += ["SOLVER.IMS_PER_BATCH", "1", "SOLVER.REFERENCE_WORLD_BATCH", "1"]
+    argv += ["SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "1"]
+    assert main(argv, counting_runner) == 0, (
+        out / STEM / "frn/ipg2/seed0/train_net.log"
+    ).read_text()
+    folder = out / STEM / "frn" / "ipg2" / "seed0"
+    done = json.loads((folder / "DONE.json").read_text())
+    # The Shapes BASE_LR of 0.02 doubles with the batch; the plan is what train_net ran.
+    assert done["schedule"] == {"ims_per_batch": 2, "base_lr": 0.04, "max_iter": 2}
+    trained = yaml.safe_load((folder / "config.yaml").read_text())["SOLVER"]
+    assert (trained["IMS_PER_BATCH"], trained["BASE_LR"], trained["MAX_ITER"]) == (2, 0.04, 2)
+    assert {"bbox/AP", "segm/AP"} <= done["results"].keys()
+    assert (folder / "model_final.pth").is_file()
+
+    assert main(argv, counting_runner) == 0
+    assert len(calls) == 1
+    assert "1 already done" in capsys.readouterr().out
+
+    table = summarize(out, curves=False)["table"].read_text()
+    assert "| frn |" in table
+
+
+def test_the_script_runs_from_a_checkout():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "sweep.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    assert done.returncode == 0, done.stderr
+    for flag in ("--configs", "--norms", "--ims-per-gpu", "--norm-gpus", "--repeats", "--dry-run"):
+        assert flag in done.stdout
