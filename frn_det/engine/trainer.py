@@ -1,27 +1,32 @@
 """frn-det's trainer: detectron2's DefaultTrainer with FRN-aware optimizer, COCO evaluation,
-per-GPU batch scaling, CPU (gloo) multi-process training and deterministic evaluation."""
+per-GPU batch scaling, CPU (gloo) multi-process training, deterministic evaluation, and
+training that survives being killed (atomic checkpoints, ``--resume`` that repairs
+metrics.json) and stops with a clear message when the loss diverges."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import math
 import os
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.layers import NaiveSyncBatchNorm
 from detectron2.utils import comm
+from detectron2.utils.events import EventWriter
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 from torch import nn
 
+from frn_det.checkpoint import FRNCheckpointer
 from frn_det.evaluation import FRNCOCOEvaluator
 from frn_det.layers import set_frn_impl
 from frn_det.solver import build_optimizer
@@ -30,6 +35,7 @@ from .batch import apply_ims_per_gpu
 from .launch import create_ddp_model, resolve_device
 
 __all__ = [
+    "NonFiniteLossError",
     "Trainer",
     "deterministic_inference",
     "log_results",
@@ -41,6 +47,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EVALUATOR_TYPES = ("coco",)
+
+METRICS_FILE = "metrics.json"
+SUPERSEDED_METRICS_FILE = "metrics.superseded.json"
+"""Where ``--resume`` moves the metrics.json lines of iterations it trains again."""
 
 
 def prepare_config(cfg: CfgNode, world_size: int) -> CfgNode:
@@ -143,6 +153,150 @@ def results_table(results: Mapping[str, Any]) -> str:
     return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged: a loss term, or a value detectron2 checks in the forward pass
+    (proposal boxes and scores), became NaN or Inf. Training stops before the optimizer
+    step.
+
+    Attributes:
+        iteration: the iteration that hit the non-finite value.
+        losses: the loss terms (this process's, not averaged over processes): those of
+            ``iteration`` for a non-finite loss; those last logged before it when the
+            forward pass itself failed (``reason``), which show how the losses grew.
+        reason: what detectron2 reported when the forward pass failed; empty otherwise.
+    """
+
+    def __init__(
+        self, iteration: int, losses: Mapping[str, float], hint: str = "", reason: str = ""
+    ) -> None:
+        self.iteration = iteration
+        self.losses = dict(losses)
+        self.reason = reason
+        terms = ", ".join(f"{name}={value:.4g}" for name, value in self.losses.items())
+        terms = f"{terms} (total {sum(self.losses.values()):.4g})" if terms else "none logged"
+        if reason:
+            message = (
+                f"non-finite values at iteration {iteration} ({reason}); loss terms last "
+                f"logged before it: {terms}"
+            )
+        else:
+            message = f"non-finite loss at iteration {iteration}: {terms}"
+        super().__init__(f"{message}. {hint}" if hint else message)
+
+
+class _StopAtNonFiniteLoss:
+    """Mixin for detectron2's training loops: check the losses of every iteration on every
+    process, before the optimizer step.
+
+    detectron2 checks only every ``gather_metric_period`` iterations, on the main process,
+    the losses averaged over processes; the others would go on into the next collective.
+    Raising before ``optimizer.step`` also keeps the weights of the last finite step.
+    """
+
+    def _write_metrics(
+        self,
+        loss_dict: Mapping[str, torch.Tensor],
+        data_time: float,
+        prefix: str = "",
+        iter: int | None = None,  # detectron2's keyword name
+    ) -> None:
+        values = {name: float(loss.detach()) for name, loss in loss_dict.items()}
+        if not all(math.isfinite(value) for value in values.values()):
+            raise NonFiniteLossError(self.iter if iter is None else iter, values)
+        super()._write_metrics(loss_dict, data_time, prefix=prefix, iter=iter)
+
+
+class _SimpleLoop(_StopAtNonFiniteLoss, SimpleTrainer):
+    """detectron2's SimpleTrainer, stopping at a non-finite loss."""
+
+
+class _AMPLoop(_StopAtNonFiniteLoss, AMPTrainer):
+    """detectron2's AMPTrainer, stopping at a non-finite loss."""
+
+
+def _fsync(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def repair_torn_metrics_line(path: str) -> None:
+    """Make the JSON-lines file ``path`` end with a complete line, in place.
+
+    detectron2's JSONWriter appends one line per write; a process killed during a write
+    leaves part of a line, and the next run's first line would be glued to it. A last line
+    that is valid JSON only lacks its newline and gets one; otherwise it is cut off and
+    logged. Complete lines are never touched. Nothing happens if ``path`` does not exist.
+    """
+    if not os.path.isfile(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return
+        start = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[start:])
+        except ValueError:
+            logger.warning(
+                "%s ends with an incomplete line (a run was killed while writing it); "
+                "removed it: %r",
+                path,
+                data[start:][:200],
+            )
+            f.truncate(start)
+        else:
+            f.write(b"\n")
+        _fsync(f)
+
+
+def _iteration(line: bytes) -> int:
+    try:
+        iteration = json.loads(line).get("iteration", -1)
+    except (ValueError, AttributeError):
+        return -1
+    return iteration if isinstance(iteration, int) else -1
+
+
+def set_aside_metrics_from(path: str, start_iter: int) -> int:
+    """Move the lines of ``path`` (detectron2's metrics.json) from the first one whose
+    ``iteration`` is >= ``start_iter`` to the end into metrics.superseded.json in the same
+    folder; returns how many lines were moved.
+
+    A resumed run trains the iterations after its checkpoint again, so metrics.json keeps
+    one increasing series of iterations: those of the run that leads to the final model.
+    The superseded lines, written by the killed run, are kept beside it. The lines are
+    appended to the side file and fsynced before metrics.json is truncated, so a kill in
+    between leaves them in both files rather than in neither.
+    """
+    if not os.path.isfile(path):
+        return 0
+    with open(path, "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    first = next((i for i, line in enumerate(lines) if _iteration(line) >= start_iter), None)
+    if first is None:
+        return 0
+    offset = sum(len(line) for line in lines[:first])
+    moved = lines[first:]
+    side = os.path.join(os.path.dirname(path), SUPERSEDED_METRICS_FILE)
+    with open(side, "ab") as f:
+        f.writelines(moved)
+        _fsync(f)
+    # Truncate in place: detectron2's JSONWriter already holds metrics.json open for
+    # appending; replacing the file would send its lines to the unlinked old one.
+    with open(path, "rb+") as f:
+        f.truncate(offset)
+        _fsync(f)
+    logger.info(
+        "Resuming at iteration %d: moved %d lines of %s for iterations >= %d to %s.",
+        start_iter,
+        len(moved),
+        path,
+        start_iter,
+        side,
+    )
+    return len(moved)
+
+
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` for frn-det experiments.
 
@@ -151,6 +305,14 @@ class Trainer(DefaultTrainer):
     optimizer gives FRN parameters SOLVER.WEIGHT_DECAY_NORM (``frn_det.solver``); the
     model is wrapped in DistributedDataParallel on CPUs (gloo) as well as GPUs; COCO
     evaluation is built in and deterministic; ``train()`` returns the last evaluation.
+
+    Crash safety: checkpoints are written by ``frn_det.checkpoint.FRNCheckpointer``
+    (atomic files, ``last_checkpoint`` updated last, weights-only loading, strict shapes on
+    ``--resume``). A run killed at any moment resumes with ``resume_or_load(resume=True)``
+    from the newest complete checkpoint; metrics.json loses at most a torn last line, and
+    lines of iterations the resumed run trains again move to metrics.superseded.json. A NaN
+    or Inf loss raises ``NonFiniteLossError`` before the optimizer step, so no checkpoint
+    (model_final.pth included) is written from the diverged model.
     """
 
     def __init__(self, cfg: CfgNode) -> None:
@@ -169,12 +331,10 @@ class Trainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, broadcast_buffers=False)
-        loop = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        loop = _AMPLoop if cfg.SOLVER.AMP.ENABLED else _SimpleLoop
         self._trainer = loop(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(
-            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
+        self.checkpointer = FRNCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -187,6 +347,58 @@ class Trainer(DefaultTrainer):
         """
         super().train()
         return getattr(self, "_last_eval_results", None)
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """detectron2's: with ``resume`` and a checkpoint in OUTPUT_DIR, continue from it
+        (all state; tensor shapes must match), else load MODEL.WEIGHTS (the model only;
+        mismatched shapes are skipped with a warning). See ``FRNCheckpointer``.
+
+        When resuming, the main process moves the metrics.json lines of the iterations that
+        will be trained again to metrics.superseded.json (``set_aside_metrics_from``).
+        """
+        super().resume_or_load(resume=resume)
+        if resume and self.start_iter > 0 and comm.is_main_process():
+            set_aside_metrics_from(os.path.join(self.cfg.OUTPUT_DIR, METRICS_FILE), self.start_iter)
+
+    def run_step(self) -> None:
+        """One iteration; divergence (a NaN or Inf loss, or detectron2's FloatingPointError
+        from the forward pass) raises ``NonFiniteLossError`` naming the iteration, the loss
+        terms, the last good checkpoint and what to change."""
+        try:
+            super().run_step()
+        except NonFiniteLossError as error:
+            raise NonFiniteLossError(
+                error.iteration, error.losses, self._divergence_hint()
+            ) from None
+        except FloatingPointError as error:
+            # detectron2's own divergence checks: NaN/Inf proposals in the forward pass
+            # (before any loss exists) and, on the main process, averaged losses.
+            last = {
+                name: value
+                for name, (value, _) in self.storage.latest().items()
+                if name.startswith("loss")
+            }
+            raise NonFiniteLossError(
+                self.iter, last, self._divergence_hint(), reason=str(error).strip()
+            ) from error
+
+    def _divergence_hint(self) -> str:
+        kept = "no checkpoint holds non-finite weights"
+        if comm.is_main_process() and self.checkpointer.has_checkpoint():
+            kept += f"; the newest is {self.checkpointer.get_checkpoint_file()}"
+        solver = self.cfg.SOLVER
+        return (
+            f"Training stopped before the optimizer step, so {kept}. Lower SOLVER.BASE_LR "
+            f"(now {solver.BASE_LR:g}) or lengthen SOLVER.WARMUP_ITERS (now "
+            f"{solver.WARMUP_ITERS}) and train again (--resume would restore the learning "
+            "rates stored in the checkpoint)"
+        )
+
+    def build_writers(self) -> list[EventWriter]:
+        """detectron2's writers, after repairing a torn last line of OUTPUT_DIR/metrics.json
+        (``repair_torn_metrics_line``) so that the lines appended next parse."""
+        repair_torn_metrics_line(os.path.join(self.cfg.OUTPUT_DIR, METRICS_FILE))
+        return super().build_writers()
 
     @classmethod
     def build_model(cls, cfg: CfgNode) -> nn.Module:

@@ -1,0 +1,423 @@
+"""A detectron2 checkpointer that survives being killed and says what is wrong with a file.
+
+Multi-day runs on shared clusters get killed (preemption, OOM killer, SIGKILL from a
+scheduler) at arbitrary moments, also while a checkpoint is being written. detectron2's
+``DetectionCheckpointer`` writes ``model_XXXXXXX.pth`` and ``last_checkpoint`` in place,
+so a kill at the wrong moment leaves a truncated checkpoint that ``last_checkpoint`` may
+already name, and ``--resume`` then fails on it. ``FRNCheckpointer`` differs in:
+
+- writing: every file is written to a temporary file in the same folder, flushed,
+  fsynced and renamed over its final name, then the folder is fsynced (``atomic_write``);
+  ``last_checkpoint`` is updated, the same way, only after the checkpoint is complete. A
+  checkpoint whose model holds NaN or Inf is refused, so a diverged model never replaces
+  a good one.
+- reading: ``.pth`` files are read with ``torch.load(weights_only=True)``, which refuses
+  pickled code; detectron2 model-zoo ``.pkl`` files (pickled dicts of numpy arrays) are
+  read by detectron2's own code. A missing, empty, truncated or foreign file raises
+  ``CorruptCheckpointError`` naming the file and what is wrong with it.
+- resuming: ``resume_or_load(resume=True)`` raises ``CheckpointShapeError`` listing every
+  tensor whose shape differs from the model (a run resumed with another config), falls
+  back to the newest older checkpoint that loads when the one ``last_checkpoint`` names is
+  corrupt, and removes temporary files that killed processes left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import socket
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from typing import IO, Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from fvcore.common.checkpoint import _IncompatibleKeys
+from torch import nn
+
+__all__ = [
+    "SAFE_GLOBALS",
+    "CheckpointError",
+    "CheckpointShapeError",
+    "CorruptCheckpointError",
+    "FRNCheckpointer",
+    "NonFiniteCheckpointError",
+    "atomic_write",
+]
+
+logger = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last_checkpoint"
+"""The file in the output folder that names the newest complete checkpoint."""
+
+# torch.load(weights_only=True) accepts tensors and plain Python containers by default,
+# which is all detectron2 stores in its own checkpoints (the iteration counter, the
+# optimizer's and the LR scheduler's state dicts are ints, floats, lists and dicts).
+# detectron2 also accepts state dicts of numpy arrays (what converted model-zoo weights
+# hold) and numpy scalars may end up in extra state: these rebuild data, not code.
+SAFE_GLOBALS: tuple[Any, ...] = (
+    np.core.multiarray._reconstruct,
+    np.core.multiarray.scalar,
+    np.ndarray,
+    np.dtype,
+    *(
+        type(np.dtype(t))
+        for t in (np.bool_, np.uint8, np.int8, np.int16, np.int32, np.int64)
+        + (np.float16, np.float32, np.float64)
+    ),
+)
+"""The globals, beyond torch's defaults, that frn-det lets a weights-only load rebuild."""
+
+_HOST = socket.gethostname()
+_ZIP_MAGIC = b"PK\x03\x04"
+_NUMBERED = re.compile(r"^(?P<prefix>.+)_(?P<iter>\d{7})\.pth$")
+_MAX_LISTED = 20
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded into the model as asked."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file that is missing, empty, truncated or not a checkpoint at all."""
+
+
+class CheckpointShapeError(CheckpointError):
+    """A checkpoint whose tensors do not have the model's shapes, when resuming."""
+
+
+class NonFiniteCheckpointError(FloatingPointError):
+    """A model holding NaN or Inf, which is never written over a good checkpoint."""
+
+
+def _temporary_name(path: str) -> str:
+    # Hidden, in the same folder (a rename is atomic only within one file system), and
+    # marked with host and pid so a later run can tell a dead writer's leftovers from a
+    # live writer's file, also when several machines share the folder.
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.{_HOST}.{os.getpid()}.tmp")
+
+
+def _fsync_directory(folder: str) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    if os.name != "posix":
+        return
+    fd = os.open(folder or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
+    """Create or replace the local file ``path`` with what ``write(file)`` writes, atomically.
+
+    Readers, and a process started after this one is killed at any moment, see either the
+    old file or the complete new one: ``write`` fills a temporary file in the same folder,
+    which is flushed, fsynced and renamed over ``path``; then the folder is fsynced. If
+    ``write`` raises, the temporary file is removed and ``path`` is untouched.
+    """
+    temporary = _temporary_name(path)
+    try:
+        with open(temporary, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+    _fsync_directory(os.path.dirname(path))
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def _pid_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _format_shapes(incorrect: Iterable[tuple[str, tuple[int, ...], tuple[int, ...]]]) -> str:
+    rows = [
+        f"  {key}: {tuple(ckpt)} in the checkpoint, {tuple(model)} in the model"
+        for key, ckpt, model in incorrect
+    ]
+    if len(rows) > _MAX_LISTED:
+        rows = rows[:_MAX_LISTED] + [f"  ... and {len(rows) - _MAX_LISTED} more"]
+    return "\n".join(rows)
+
+
+def _describe_unreadable(path: str, error: BaseException) -> str:
+    """Why ``path`` could not be read, for a person: what the file is and what is wrong."""
+    text = str(error)
+    # torch wraps what its weights-only unpickler met in paragraphs of advice that do not
+    # apply to a file that is not a checkpoint; keep what it met.
+    met = re.search(r"WeightsUnpickler error:(.*?)(?:Check the documentation|$)", text, re.S)
+    cause = " ".join(f"{type(error).__name__}: {met.group(1) if met else text}".split())
+    if len(cause) > 200:
+        cause = cause[:200] + "..."
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as os_error:
+        return f"checkpoint {path} cannot be read ({os_error})"
+    if size == 0:
+        return f"checkpoint {path} is empty (0 bytes); it was never written completely"
+    if path.endswith(".pkl"):
+        return (
+            f"checkpoint {path} is truncated or not a pickled detectron2 model-zoo file "
+            f"({size} bytes; {cause})"
+        )
+    if head.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(path):
+        detail = f"zip archive error: no end-of-archive record in its {size} bytes"
+    elif head.startswith(_ZIP_MAGIC):
+        detail = f"zip archive error in its {size} bytes"
+    else:
+        detail = f"not a zip archive: it starts with {head!r}"
+    return f"checkpoint {path} is truncated or not a PyTorch checkpoint ({detail}; {cause})"
+
+
+def _describe_refused(path: str, error: BaseException) -> str:
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    what = f"the global {match.group(1)}" if match else "objects"
+    return (
+        f"checkpoint {path} holds {what}, which torch.load(weights_only=True) refuses to "
+        "rebuild: frn-det loads tensors, numpy arrays and plain Python containers "
+        "(frn_det.checkpoint.SAFE_GLOBALS). Re-save the file with only those, e.g. "
+        'torch.save({"model": model.state_dict()}, path), from a source you trust'
+    )
+
+
+class FRNCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` with atomic writes, weights-only reads and clear errors.
+
+    Use it as detectron2's (``Trainer`` builds one as ``self.checkpointer``; detectron2's
+    ``PeriodicCheckpointer`` hook saves through it). What differs:
+
+    - ``save`` writes the checkpoint and then ``last_checkpoint`` atomically
+      (``atomic_write``), and raises ``NonFiniteCheckpointError`` instead of writing a model
+      that holds NaN or Inf. Saving into a non-local folder (a URL) is detectron2's.
+    - ``.pth`` files load with ``torch.load(weights_only=True)`` plus ``SAFE_GLOBALS``;
+      ``.pkl`` files (detectron2/Caffe2 model zoo: pickled dicts of numpy arrays, read with
+      ``pickle`` as latin1) load through detectron2, since that format is a plain pickle.
+      A file that cannot be read raises ``CorruptCheckpointError`` (missing, empty,
+      truncated, foreign) or ``CheckpointError`` (objects weights-only loading refuses).
+    - Tensors whose shape differs from the model's:
+
+      * ``resume_or_load(path, resume=True)`` with a checkpoint in the folder (``--resume``)
+        raises ``CheckpointShapeError`` listing each key with both shapes: resuming
+        continues the same run, so any difference means another config. The model is
+        then partly loaded and must not be used.
+      * any other load (MODEL.WEIGHTS initialisation, ``load``) keeps detectron2's
+        behaviour of skipping them, which fine-tuning a released model on another number
+        of classes needs, and logs one warning that lists them all.
+    - ``resume_or_load(resume=True)``, when the checkpoint ``last_checkpoint`` names is
+      corrupt or missing, warns and resumes from the newest older ``<prefix>_NNNNNNN.pth``
+      that loads; and it first removes temporary files left by killed writers on this host.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str = "",
+        *,
+        save_to_disk: bool | None = None,
+        **checkpointables: Any,
+    ) -> None:
+        """Arguments as ``DetectionCheckpointer``: ``save_to_disk`` defaults to "this is the
+        main process"; ``checkpointables`` are objects with ``state_dict`` to save too."""
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self._resuming = False
+        self._loading: str | None = None
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        """Write ``<save_dir>/<name>.pth`` (model, checkpointables, ``kwargs``) atomically,
+        then point ``last_checkpoint`` at it. Does nothing without a save_dir or on a
+        process that does not save.
+
+        Raises:
+            NonFiniteCheckpointError: the model holds NaN or Inf; nothing is written.
+            ValueError: ``name`` contains a path separator.
+        """
+        if not self.save_dir or not self.save_to_disk:
+            return
+        if not _is_local(self.save_dir):
+            super().save(name, **kwargs)
+            return
+        basename = f"{name}.pth"
+        if os.path.basename(basename) != basename:
+            raise ValueError(f"checkpoint name must be a file name, got {name!r}")
+        save_file = os.path.join(self.save_dir, basename)
+        data: dict[str, Any] = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        self._check_finite(data["model"], save_file)
+
+        self.logger.info("Saving checkpoint to %s", save_file)
+        os.makedirs(self.save_dir, exist_ok=True)
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Point ``last_checkpoint`` at ``last_filename_basename``, atomically."""
+        if not _is_local(self.save_dir):
+            super().tag_last_checkpoint(last_filename_basename)
+            return
+        path = os.path.join(self.save_dir, LAST_CHECKPOINT)
+        atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
+
+    def _check_finite(self, state: Mapping[str, Any], save_file: str) -> None:
+        bad = [
+            key
+            for key, value in state.items()
+            if torch.is_tensor(value)
+            and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())
+        ]
+        if not bad:
+            return
+        listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        previous = self.get_checkpoint_file() if self.has_checkpoint() else ""
+        kept = f"the last good checkpoint {previous} is kept" if previous else "none was saved"
+        raise NonFiniteCheckpointError(
+            f"refusing to save checkpoint {save_file}: {len(bad)} model tensors hold NaN or "
+            f"Inf ({listed}), so training diverged; {kept}. Lower SOLVER.BASE_LR or "
+            "lengthen SOLVER.WARMUP_ITERS and train again"
+        )
+
+    def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:
+        """``DetectionCheckpointer.load``; a missing local file raises
+        ``CorruptCheckpointError`` and unreadable ones the errors described in the class."""
+        if path and _is_local(path):
+            local = urlparse(path)._replace(query="").geturl()
+            if not os.path.isfile(local):
+                raise CorruptCheckpointError(f"checkpoint {local} does not exist")
+        self._loading = path
+        try:
+            return super().load(path, checkpointables)
+        finally:
+            self._loading = None
+            # DetectionCheckpointer.load resets this only when loading succeeds; the next
+            # load (a fallback to an older checkpoint) asserts that it is reset.
+            self._parsed_url_during_load = None
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
+        """With ``resume`` and a ``last_checkpoint`` in save_dir, load that checkpoint with
+        all checkpointables, strictly (see the class); otherwise load only the model from
+        ``path`` (empty: nothing). Returns the checkpoint's remaining entries."""
+        if self.save_to_disk and self.save_dir and _is_local(self.save_dir):
+            self.remove_stale_temporary_files()
+        if not (resume and self.has_checkpoint()):
+            return self.load(path, checkpointables=[])
+        last = self.get_checkpoint_file()
+        self._resuming = True
+        try:
+            first_error: CorruptCheckpointError | None = None
+            for candidate in [last, *self._older_checkpoints(last)]:
+                try:
+                    return self.load(candidate)
+                except CorruptCheckpointError as error:
+                    first_error = first_error or error
+                    logger.warning("Cannot resume from it: %s", error)
+            assert first_error is not None
+            raise first_error
+        finally:
+            self._resuming = False
+
+    def _older_checkpoints(self, last: str) -> list[str]:
+        # Numbered checkpoints of the same prefix before the one last_checkpoint names,
+        # newest first; all of them if it names another kind of file (model_final.pth).
+        match = _NUMBERED.match(os.path.basename(last))
+        try:
+            names = os.listdir(self.save_dir)
+        except OSError:
+            return []
+        older = []
+        for name in names:
+            numbered = _NUMBERED.match(name)
+            if not numbered:
+                continue
+            if match and (
+                numbered["prefix"] != match["prefix"] or int(numbered["iter"]) >= int(match["iter"])
+            ):
+                continue
+            older.append((int(numbered["iter"]), os.path.join(self.save_dir, name)))
+        return [path for _, path in sorted(older, reverse=True)]
+
+    def remove_stale_temporary_files(self) -> list[str]:
+        """Remove the temporary files of ``atomic_write`` in save_dir that a process of this
+        host left behind when it was killed (its pid no longer runs); returns their paths.
+        Files of live processes and of other hosts are kept."""
+        pattern = re.compile(rf"^\..+\.{re.escape(_HOST)}\.(?P<pid>\d+)\.tmp$")
+        try:
+            names = os.listdir(self.save_dir)
+        except OSError:
+            return []
+        removed = []
+        for name in names:
+            match = pattern.match(name)
+            if not match or _pid_is_alive(int(match["pid"])):
+                continue
+            path = os.path.join(self.save_dir, name)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(path)
+                logger.info("Removed %s, left by a process killed while writing it.", path)
+        return removed
+
+    def _torch_load(self, f: str) -> dict[str, Any]:
+        try:
+            with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+                return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+        except Exception as error:
+            if "Unsupported global" in str(error):
+                raise CheckpointError(_describe_refused(f, error)) from None
+            raise CorruptCheckpointError(_describe_unreadable(f, error)) from None
+
+    def _load_file(self, filename: str) -> dict[str, Any]:
+        if not filename.endswith(".pkl"):
+            return super()._load_file(filename)
+        try:
+            return super()._load_file(filename)
+        except Exception as error:
+            raise CorruptCheckpointError(_describe_unreadable(filename, error)) from None
+
+    def _load_model(self, checkpoint: Any) -> _IncompatibleKeys:
+        incompatible = super()._load_model(checkpoint)
+        if self._resuming and incompatible.incorrect_shapes:
+            raise CheckpointShapeError(
+                f"cannot resume from checkpoint {self._loading}: "
+                f"{len(incompatible.incorrect_shapes)} tensors do not have the model's "
+                f"shapes:\n{_format_shapes(incompatible.incorrect_shapes)}\n"
+                "It was written by a run with another config; resume with the config.yaml "
+                "of its output folder, or start a new run from it with MODEL.WEIGHTS "
+                "(without --resume), which skips these tensors"
+            )
+        return incompatible
+
+    def _log_incompatible_keys(self, incompatible: _IncompatibleKeys) -> None:
+        # One warning with every mismatched tensor instead of detectron2's one per tensor:
+        # a head trained for another number of classes is then read at a glance.
+        if incompatible.incorrect_shapes:
+            logger.warning(
+                "Checkpoint %s: %d tensors do not have the model's shapes and were not "
+                "loaded (expected when fine-tuning on another number of classes):\n%s",
+                self._loading,
+                len(incompatible.incorrect_shapes),
+                _format_shapes(incompatible.incorrect_shapes),
+            )
+        super()._log_incompatible_keys(incompatible._replace(incorrect_shapes=[]))

@@ -1,0 +1,229 @@
+"""Loading checkpoints: weights-only for frn-det's own, detectron2's model-zoo .pkl format,
+clear errors for broken files, and mismatched shapes listed (fatal only when resuming)."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from frn_det.checkpoint import (
+    CheckpointError,
+    CheckpointShapeError,
+    CorruptCheckpointError,
+    FRNCheckpointer,
+)
+from frn_det.engine import Trainer, build_config, setup
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # The machine's cores are shared; two threads fighting other processes run slower.
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def warnings_of_the_checkpointer() -> Iterator[list[str]]:
+    """The messages frn_det.checkpoint logs at WARNING while the test runs (its handler sits
+    on that logger: engine.setup stops the "frn_det" logger from propagating)."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("frn_det.checkpoint")
+    handler = Collect(level=logging.WARNING)
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
+
+
+OPTS = ["SOLVER.CHECKPOINT_PERIOD", "1", "DATASETS.TEST", "()", "MODEL.DEVICE", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_args, tmp_path_factory):
+    """A tiny Mask R-CNN trained 2 iterations, a checkpoint after each; its args and folder."""
+    output_dir = tmp_path_factory.mktemp("loading")
+    args = tiny_args(output_dir, opts=OPTS, max_iter=2)
+    torch.set_num_threads(1)
+    trainer = Trainer(setup(args))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    return {"args": args, "dir": output_dir, "trainer": trainer}
+
+
+def test_our_checkpoints_load_weights_only_with_optimizer_scheduler_and_iteration(trained):
+    checkpoint = torch.load(trained["dir"] / "model_0000000.pth", weights_only=True)
+    assert checkpoint["iteration"] == 0
+    state = checkpoint["trainer"]
+    assert state["iteration"] == 0
+    assert state["_trainer"]["optimizer"]["state"]  # SGD momentum buffers
+    assert state["hooks"]["LRScheduler"]["last_epoch"] == 1
+
+
+def test_resuming_restores_the_iteration_the_optimizer_and_the_scheduler(
+    trained, tiny_args, tmp_path
+):
+    shutil.copy(trained["dir"] / "model_0000000.pth", tmp_path)
+    (tmp_path / "last_checkpoint").write_text("model_0000000.pth")
+    trainer = Trainer(build_config(tiny_args(tmp_path, opts=OPTS, max_iter=2)))
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 1
+    assert trainer.scheduler.last_epoch == 1
+    saved = torch.load(tmp_path / "model_0000000.pth", weights_only=True)
+    momentum = saved["trainer"]["_trainer"]["optimizer"]["state"]
+    restored = trainer.optimizer.state_dict()["state"]
+    assert restored.keys() == momentum.keys()
+    for key in momentum:
+        torch.testing.assert_close(
+            restored[key]["momentum_buffer"], momentum[key]["momentum_buffer"]
+        )
+
+
+def test_a_detectron2_model_zoo_pkl_of_numpy_arrays_loads(trained, tmp_path):
+    source = trained["trainer"].model
+    zoo = {k: v.detach().numpy().copy() for k, v in source.state_dict().items()}
+    path = tmp_path / "model_zoo.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": zoo, "__author__": "frn-det tests"}, f)
+    model = Trainer.build_model(build_config(trained["args"]))
+    FRNCheckpointer(model).load(str(path))
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, source.state_dict()[key], msg=key)
+
+
+def test_a_pth_holding_numpy_arrays_loads_weights_only(tmp_path):
+    source, model = nn.Linear(3, 2), nn.Linear(3, 2)
+    path = tmp_path / "numpy.pth"
+    torch.save({"model": {k: v.detach().numpy() for k, v in source.state_dict().items()}}, path)
+    FRNCheckpointer(model).load(str(path))
+    torch.testing.assert_close(model.weight, source.weight)
+
+
+class Payload:
+    """Stands for any pickled object: weights-only loading must not rebuild it."""
+
+
+def test_a_checkpoint_holding_pickled_objects_is_refused_naming_the_file_and_global(tmp_path):
+    path = tmp_path / "object.pth"
+    torch.save({"model": nn.Linear(3, 2).state_dict(), "extra": Payload()}, path)
+    with pytest.raises(CheckpointError) as raised:
+        FRNCheckpointer(nn.Linear(3, 2)).load(str(path))
+    assert str(raised.value).startswith(
+        f"checkpoint {path} holds the global test_checkpoint_loading.Payload, which "
+        "torch.load(weights_only=True) refuses to rebuild"
+    )
+
+
+def test_a_truncated_checkpoint_is_named_and_called_truncated(trained, tmp_path):
+    path = tmp_path / "model_0000099.pth"
+    path.write_bytes((trained["dir"] / "model_0000000.pth").read_bytes()[:5000])
+    with pytest.raises(CorruptCheckpointError) as raised:
+        FRNCheckpointer(nn.Linear(3, 2)).load(str(path))
+    assert str(raised.value).startswith(
+        f"checkpoint {path} is truncated or not a PyTorch checkpoint (zip archive error: "
+        "no end-of-archive record in its 5000 bytes; "
+    )
+
+
+def test_a_foreign_file_is_named_and_called_not_a_checkpoint(tmp_path):
+    path = tmp_path / "model_final.pth"
+    path.write_text("<html>404 Not Found</html>")
+    with pytest.raises(CorruptCheckpointError) as raised:
+        FRNCheckpointer(nn.Linear(3, 2)).load(str(path))
+    assert str(raised.value).startswith(
+        f"checkpoint {path} is truncated or not a PyTorch checkpoint (not a zip archive: it "
+        "starts with b'<html>404 Not Fo'; "
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("empty.pth", b"", "is empty (0 bytes); it was never written completely"),
+        ("cut.pkl", pickle.dumps({"model": {}, "__author__": "x"})[:-3], "is truncated or not "),
+    ],
+)
+def test_empty_and_truncated_pkl_files_are_named(tmp_path, name, content, expected):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(CorruptCheckpointError, match=re.escape(f"checkpoint {path} {expected}")):
+        FRNCheckpointer(nn.Linear(3, 2)).load(str(path))
+
+
+def test_a_missing_checkpoint_is_named(tmp_path):
+    path = tmp_path / "nowhere.pth"
+    with pytest.raises(
+        CorruptCheckpointError, match=re.escape(f"checkpoint {path} does not exist")
+    ):
+        FRNCheckpointer(nn.Linear(3, 2)).load(str(path))
+
+
+def _net(classes: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8, classes))
+
+
+def _saved(folder: Path, classes: int, iteration: int = 9) -> Path:
+    name = f"model_{iteration:07d}"
+    checkpointer = FRNCheckpointer(_net(classes), str(folder), save_to_disk=True)
+    checkpointer.save(name, iteration=iteration)
+    return folder / f"{name}.pth"
+
+
+def test_resuming_from_a_checkpoint_of_other_shapes_raises_listing_every_key(tmp_path):
+    _saved(tmp_path, classes=3)
+    with pytest.raises(CheckpointShapeError) as raised:
+        FRNCheckpointer(_net(5), str(tmp_path)).resume_or_load("", resume=True)
+    assert str(raised.value).splitlines()[:3] == [
+        f"cannot resume from checkpoint {tmp_path / 'model_0000009.pth'}: 2 tensors do not "
+        "have the model's shapes:",
+        "  2.weight: (3, 8) in the checkpoint, (5, 8) in the model",
+        "  2.bias: (3,) in the checkpoint, (5,) in the model",
+    ]
+
+
+def test_initialising_from_weights_of_other_shapes_warns_listing_every_key_and_loads_the_rest(
+    tmp_path, warnings_of_the_checkpointer
+):
+    path = _saved(tmp_path, classes=3)
+    model = _net(5)
+    FRNCheckpointer(model).resume_or_load(str(path), resume=False)
+    (warning,) = warnings_of_the_checkpointer
+    assert warning.splitlines() == [
+        f"Checkpoint {path}: 2 tensors do not have the model's shapes and were not loaded "
+        "(expected when fine-tuning on another number of classes):",
+        "  2.weight: (3, 8) in the checkpoint, (5, 8) in the model",
+        "  2.bias: (3,) in the checkpoint, (5,) in the model",
+    ]
+    saved = torch.load(path, weights_only=True)["model"]
+    torch.testing.assert_close(model[0].weight, saved["0.weight"])
+
+
+def test_resuming_falls_back_to_the_newest_older_checkpoint_when_the_last_is_corrupt(
+    tmp_path, warnings_of_the_checkpointer
+):
+    good = _saved(tmp_path, classes=3, iteration=4)
+    _saved(tmp_path, classes=3, iteration=1)
+    last = _saved(tmp_path, classes=3, iteration=9)
+    last.write_bytes(last.read_bytes()[:1000])  # e.g. written by a non-atomic writer
+    model = _net(3)
+    extra = FRNCheckpointer(model, str(tmp_path)).resume_or_load("", resume=True)
+    assert extra["iteration"] == 4
+    assert warnings_of_the_checkpointer[0].startswith(
+        f"Cannot resume from it: checkpoint {last} is truncated"
+    )
+    torch.testing.assert_close(
+        model[0].weight, torch.load(good, weights_only=True)["model"]["0.weight"]
+    )
