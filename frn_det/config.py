@@ -22,6 +22,8 @@ def add_frn_config(cfg: CN) -> CN:
         and TEST.EVAL_PERIOD are rescaled from SOLVER.REFERENCE_WORLD_BATCH.
     SOLVER.REFERENCE_WORLD_BATCH: the total batch the schedule in the config was written
         for (16, detectron2's model-zoo batch).
+    SOLVER.AMP.PRECISION: autocast dtype when SOLVER.AMP.ENABLED: "auto" (float16 with
+        gradient scaling on CUDA, bfloat16 on the CPU), "float16" or "bfloat16".
     TEST.COCOEVAL_BACKEND: COCO evaluation backend: "auto" (faster-coco-eval when
         installed, else pycocotools), "faster" or "pycocotools".
     """
@@ -36,6 +38,7 @@ def add_frn_config(cfg: CN) -> CN:
     model.RPN.setdefault("NORM", "")
     cfg.SOLVER.setdefault("IMS_PER_GPU", 0)
     cfg.SOLVER.setdefault("REFERENCE_WORLD_BATCH", 16)
+    cfg.SOLVER.AMP.setdefault("PRECISION", "auto")
     cfg.TEST.setdefault("COCOEVAL_BACKEND", "auto")
     return cfg
 

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import time
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -37,6 +38,7 @@ from .launch import create_ddp_model, resolve_device
 __all__ = [
     "NonFiniteLossError",
     "Trainer",
+    "amp_precision",
     "deterministic_inference",
     "log_results",
     "prepare_config",
@@ -58,24 +60,44 @@ def prepare_config(cfg: CfgNode, world_size: int) -> CfgNode:
 
     - the schedule rescaled for SOLVER.IMS_PER_GPU images on each of ``world_size``
       processes (``apply_ims_per_gpu``);
-    - MODEL.DEVICE "cpu" when it asks for CUDA on a machine without it; AMP is then turned
-      off, since detectron2's AMPTrainer needs CUDA.
+    - MODEL.DEVICE "cpu" when it asks for CUDA on a machine without it (SOLVER.AMP then
+      trains with bfloat16 autocast, see ``amp_precision``).
     """
     cfg = apply_ims_per_gpu(cfg, world_size)
     device = resolve_device(cfg.MODEL.DEVICE)
-    amp_off = device == "cpu" and cfg.SOLVER.AMP.ENABLED
-    if device == cfg.MODEL.DEVICE and not amp_off:
+    if device == cfg.MODEL.DEVICE:
         return cfg
     cfg = cfg.clone()
     frozen = cfg.is_frozen()
     cfg.defrost()
     cfg.MODEL.DEVICE = device
-    if amp_off:
-        logger.warning("SOLVER.AMP.ENABLED needs CUDA; training in fp32 on the CPU instead.")
-        cfg.SOLVER.AMP.ENABLED = False
     if frozen:
         cfg.freeze()
     return cfg
+
+
+AMP_PRECISIONS = ("auto", "float16", "bfloat16")
+
+
+def amp_precision(cfg: CfgNode) -> torch.dtype:
+    """The autocast dtype of SOLVER.AMP training: SOLVER.AMP.PRECISION, where "auto" is
+    float16 on CUDA (detectron2's choice, with gradient scaling) and bfloat16 on the CPU
+    (CPU autocast's fast type; its fp32 exponent range needs no gradient scaling)."""
+    precision = cfg.SOLVER.AMP.PRECISION
+    if precision not in AMP_PRECISIONS:
+        raise ValueError(
+            f"SOLVER.AMP.PRECISION is {precision!r}; accepted values are "
+            f"{', '.join(repr(p) for p in AMP_PRECISIONS)}"
+        )
+    on_cpu = resolve_device(cfg.MODEL.DEVICE) == "cpu"
+    if precision == "auto":
+        return torch.bfloat16 if on_cpu else torch.float16
+    if on_cpu and precision == "float16":
+        raise ValueError(
+            "SOLVER.AMP.PRECISION is 'float16' but MODEL.DEVICE is the CPU; frn-det's CPU "
+            "mixed precision is 'bfloat16' (or 'auto')"
+        )
+    return getattr(torch, precision)
 
 
 @contextlib.contextmanager
@@ -211,7 +233,37 @@ class _SimpleLoop(_StopAtNonFiniteLoss, SimpleTrainer):
 
 
 class _AMPLoop(_StopAtNonFiniteLoss, AMPTrainer):
-    """detectron2's AMPTrainer, stopping at a non-finite loss."""
+    """detectron2's AMPTrainer (CUDA), stopping at a non-finite loss."""
+
+
+class _CPUAMPLoop(_StopAtNonFiniteLoss, SimpleTrainer):
+    """Mixed-precision training on the CPU: the forward pass under bfloat16 autocast.
+
+    detectron2's AMPTrainer asserts CUDA. bfloat16 has fp32's exponent range, so unlike
+    float16 it needs no gradient scaler; backward and the optimizer step run outside the
+    autocast region, as torch recommends.
+    """
+
+    def __init__(self, model: nn.Module, data_loader: Any, optimizer: Any, precision: Any):
+        super().__init__(model, data_loader, optimizer)
+        self.precision = precision
+
+    def run_step(self) -> None:
+        if not self.model.training:
+            raise RuntimeError("the CPU mixed-precision loop needs the model in training mode")
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        with torch.autocast("cpu", dtype=self.precision):
+            loss_dict = self.model(data)
+        if isinstance(loss_dict, torch.Tensor):
+            loss_dict = {"total_loss": loss_dict}
+        losses = sum(loss.float() for loss in loss_dict.values())
+        self.optimizer.zero_grad()
+        losses.backward()
+        self.after_backward()
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
 
 
 def _fsync(f: Any) -> None:
@@ -331,14 +383,23 @@ class Trainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, broadcast_buffers=False)
-        loop = _AMPLoop if cfg.SOLVER.AMP.ENABLED else _SimpleLoop
-        self._trainer = loop(model, data_loader, optimizer)
+        self._trainer = self._build_loop(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = FRNCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @staticmethod
+    def _build_loop(cfg: CfgNode, model: nn.Module, data_loader: Any, optimizer: Any) -> Any:
+        """fp32, CUDA AMP (detectron2's, with gradient scaling) or CPU bfloat16 autocast."""
+        if not cfg.SOLVER.AMP.ENABLED:
+            return _SimpleLoop(model, data_loader, optimizer)
+        precision = amp_precision(cfg)
+        if cfg.MODEL.DEVICE == "cpu":
+            return _CPUAMPLoop(model, data_loader, optimizer, precision)
+        return _AMPLoop(model, data_loader, optimizer, precision=precision)
 
     def train(self) -> dict[str, Any] | None:
         """Train; returns the results of the last evaluation (None if none ran).

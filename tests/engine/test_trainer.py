@@ -154,14 +154,14 @@ def test_a_stock_detectron2_syncbn_model_built_for_the_cpu_has_no_torch_syncbn(t
     assert NaiveSyncBatchNorm in types and nn.SyncBatchNorm not in types
 
 
-def test_a_cpu_machine_runs_on_the_cpu_in_fp32(monkeypatch):
+def test_a_cpu_machine_runs_on_the_cpu_and_keeps_amp_for_bfloat16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = _cfg()
     cfg.SOLVER.AMP.ENABLED = True
     assert cfg.MODEL.DEVICE == "cuda"
     prepared = prepare_config(cfg, world_size=1)
     assert prepared.MODEL.DEVICE == "cpu"
-    assert prepared.SOLVER.AMP.ENABLED is False
+    assert prepared.SOLVER.AMP.ENABLED is True
     assert cfg.MODEL.DEVICE == "cuda"  # the input is not modified
     assert prepare_config(prepared, world_size=1) is prepared
 
