@@ -1,0 +1,25 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint of frn-det's model zoo (MODEL_ZOO.md) with one command.
+
+    python tools/eval_zoo.py mask_rcnn_R_50_FPN_3x_gn [--num-gpus 8] [KEY VALUE ...]
+    python tools/eval_zoo.py NAME --weights path/to/model_final.pth
+    python tools/eval_zoo.py --list
+
+Fetches the catalog's checkpoint (downloads are cached; --weights takes a local copy),
+refuses a file whose SHA-256 differs from the one the catalog records, then runs
+tools/train_net.py --eval-only with the entry's config and MODEL.WEIGHTS. The logic is in
+frn_det.model_zoo.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run from a checkout without installing frn-det: make the repository importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from frn_det.model_zoo import eval_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(eval_main())
