@@ -7,7 +7,9 @@
 
 Flags: --config-file, --eval-only, --resume, --num-gpus, --num-machines, --machine-rank,
 --dist-url, --ims-per-gpu N, then KEY VALUE config overrides. Without CUDA it runs on the
-CPU, with --num-gpus processes over gloo. The logic is in frn_det.engine.
+CPU, with --num-gpus processes over gloo. Bad input (an unknown key or norm, a missing
+config or dataset file, a batch the processes cannot share) is reported in one paragraph,
+with exit status 2, before anything starts. The logic is in frn_det.engine.
 """
 
 from __future__ import annotations
@@ -18,22 +20,31 @@ from pathlib import Path
 # Run from a checkout without installing frn-det: make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from frn_det.engine import argument_parser, backend_for_args, launch, main  # noqa: E402
+from frn_det.engine import (  # noqa: E402
+    argument_parser,
+    backend_for_args,
+    check_args,
+    exit_on_bad_input,
+    launch,
+    main,
+)
 
 
 def cli(argv: list[str] | None = None) -> None:
     """Parse ``argv`` (default: sys.argv[1:]) and run ``main`` in every process."""
     args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-        backend=backend_for_args(args),
-    )
+    with exit_on_bad_input():
+        check_args(args)
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            backend=backend_for_args(args),
+        )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,15 @@ Importing it registers frn-det's components and datasets (``frn_det.modeling``,
 """
 
 from .batch import apply_ims_per_gpu, check_ims_per_gpu
-from .cli import argument_parser, backend_for_args, build_config, main, setup
+from .cli import (
+    argument_parser,
+    backend_for_args,
+    build_config,
+    check_args,
+    exit_on_bad_input,
+    main,
+    setup,
+)
 from .launch import create_ddp_model, distributed_backend, launch, resolve_device
 from .trainer import (
     Trainer,
@@ -22,10 +30,12 @@ __all__ = [
     "argument_parser",
     "backend_for_args",
     "build_config",
+    "check_args",
     "check_ims_per_gpu",
     "create_ddp_model",
     "deterministic_inference",
     "distributed_backend",
+    "exit_on_bad_input",
     "launch",
     "log_results",
     "main",

@@ -34,6 +34,7 @@ from frn_det.solver import build_optimizer
 
 from .batch import apply_ims_per_gpu
 from .launch import create_ddp_model, resolve_device
+from .validation import check_frn_keys
 
 __all__ = [
     "NonFiniteLossError",
@@ -63,6 +64,7 @@ def prepare_config(cfg: CfgNode, world_size: int) -> CfgNode:
     - MODEL.DEVICE "cpu" when it asks for CUDA on a machine without it (SOLVER.AMP then
       trains with bfloat16 autocast, see ``amp_precision``).
     """
+    check_frn_keys(cfg)
     cfg = apply_ims_per_gpu(cfg, world_size)
     device = resolve_device(cfg.MODEL.DEVICE)
     if device == cfg.MODEL.DEVICE:
