@@ -314,18 +314,9 @@ def eval_only_args(
 def run_train_net(argv: Sequence[str]) -> None:
     """Run ``tools/train_net.py argv`` in this process (and the processes it launches):
     ``frn_det.engine.cli.main`` under frn-det's launch, as the script does."""
-    from frn_det.engine import argument_parser, backend_for_args, cli, launch
+    from frn_det.engine import cli
 
-    args = argument_parser().parse_args(list(argv))
-    launch(
-        cli.main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-        backend=backend_for_args(args),
-    )
+    cli.run(argv)
 
 
 def _format_ap(value: float | None) -> str:

@@ -20,31 +20,12 @@ from pathlib import Path
 # Run from a checkout without installing frn-det: make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from frn_det.engine import (  # noqa: E402
-    argument_parser,
-    backend_for_args,
-    check_args,
-    exit_on_bad_input,
-    launch,
-    main,
-)
+from frn_det.engine.cli import run  # noqa: E402
 
 
 def cli(argv: list[str] | None = None) -> None:
     """Parse ``argv`` (default: sys.argv[1:]) and run ``main`` in every process."""
-    args = argument_parser().parse_args(argv)
-    print("Command Line Args:", args)
-    with exit_on_bad_input():
-        check_args(args)
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-            backend=backend_for_args(args),
-        )
+    run(argv)
 
 
 if __name__ == "__main__":

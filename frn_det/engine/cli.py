@@ -20,7 +20,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch.distributed as dist
@@ -37,7 +37,7 @@ from frn_det.checkpoint import FRNCheckpointer
 from frn_det.data.shapes import ShapesDatasetError
 
 from .batch import check_ims_per_gpu
-from .launch import distributed_backend
+from .launch import distributed_backend, launch
 from .trainer import Trainer, log_results, prepare_config
 from .validation import InputError, check_config, check_datasets, explain_config_error, load_config
 
@@ -202,3 +202,21 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
         results = trainer.train()
     log_results(results)
     return results
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    """``tools/train_net.py``: parse ``argv`` (default: sys.argv[1:]), check the input in this
+    process, then run ``main`` in every training process. Bad input exits with status 2."""
+    args = argument_parser().parse_args(None if argv is None else list(argv))
+    print("Command Line Args:", args)
+    with exit_on_bad_input():
+        check_args(args)
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            backend=backend_for_args(args),
+        )

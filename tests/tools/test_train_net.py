@@ -22,12 +22,12 @@ BASE_RCNN = Path(detectron2.__file__).parent / "model_zoo" / "configs" / "Base-R
 
 @pytest.fixture
 def train_net(monkeypatch):
-    """tools/train_net.py as a module, with ``launch`` recording its call instead."""
+    """tools/train_net.py as a module, with the engine's ``launch`` recording its call."""
     spec = importlib.util.spec_from_file_location("frn_train_net_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     calls = []
-    monkeypatch.setattr(module, "launch", lambda *a, **kw: calls.append((a, kw)))
+    monkeypatch.setattr(frn_det.engine.cli, "launch", lambda *a, **kw: calls.append((a, kw)))
     module.calls = calls
     return module
 
