@@ -35,6 +35,7 @@ import shutil
 import types
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -477,10 +478,39 @@ class FilterResponseNorm1d(_FilterResponseNorm):
         super().__init__(num_features, eps, learnable_eps, tlu)
 
 
+class _TLUFunction(torch.autograd.Function):
+    """max(x, tau) that keeps only its output for backward.
+
+    ``torch.maximum`` keeps its input, the pre-activation sum after a residual addition, an
+    extra feature map per block. The output is kept anyway as the next convolution's input,
+    so saving it costs nothing. From the output alone a tie x == tau cannot be told from
+    x < tau: the gradient of a tie goes to tau, as a ReLU gives none to x at 0.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        z = torch.maximum(x, tau)
+        ctx.save_for_backward(z, tau)
+        return z
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        z, tau = ctx.saved_tensors
+        grad_x = grad * (z > tau)
+        grad_tau = None
+        if ctx.needs_input_grad[1]:
+            reduce = [d for d in range(grad.dim()) if tau.shape[d] == 1]
+            grad_tau = (grad - grad_x).sum(dim=reduce, keepdim=True)
+        return grad_x, grad_tau
+
+
 class TLU(nn.Module):
     """Per-channel thresholded linear unit max(x, tau), tau init 0, for (N, C, ...) input.
 
-    Replaces the ReLU after a residual addition in FRN networks.
+    Replaces the ReLU after a residual addition in FRN networks. In training it keeps only
+    its output for backward (see ``_TLUFunction``); traced, scripted, exported and compiled
+    models see the plain ``torch.maximum``.
     """
 
     def __init__(self, num_features: int) -> None:
@@ -499,4 +529,13 @@ class TLU(nn.Module):
                 f"TLU({self.num_features}) expects input of shape (N, {self.num_features}, ...), "
                 f"got ({got})"
             )
-        return torch.maximum(x, self.tau.reshape([1, -1] + [1] * (x.dim() - 2)).to(x.dtype))
+        tau = self.tau.reshape([1, -1] + [1] * (x.dim() - 2)).to(x.dtype)
+        if torch.jit.is_scripting():
+            return torch.maximum(x, tau)
+        return self._lean_maximum(x, tau)
+
+    @torch.jit.unused
+    def _lean_maximum(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        if _is_being_captured() or not torch.is_grad_enabled():
+            return torch.maximum(x, tau)
+        return _TLUFunction.apply(x, tau)

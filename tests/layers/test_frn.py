@@ -155,6 +155,49 @@ def test_tlu_is_a_per_channel_maximum_with_a_learned_threshold():
     assert tlu.tau.grad is not None and x.grad is not None
 
 
+def test_tlu_gradients_match_torch_maximum_away_from_ties_and_pass_gradcheck():
+    tlu = TLU(3).double()
+    with torch.no_grad():
+        tlu.tau.copy_(torch.tensor([-0.5, 0.0, 0.5], dtype=torch.float64))
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda x, tau: TLU.forward(_with_tau(tlu, tau), x), (x, tlu.tau))
+    grad = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    got = torch.autograd.grad(tlu(x), (x, tlu.tau), grad)
+    expected = torch.autograd.grad(torch.maximum(x, tlu.tau.view(1, 3, 1, 1)), (x, tlu.tau), grad)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def _with_tau(tlu: TLU, tau: torch.Tensor) -> TLU:
+    clone = TLU(tlu.num_features)
+    del clone.tau
+    clone.tau = tau
+    return clone
+
+
+def test_tlu_keeps_only_its_output_for_backward():
+    tlu = TLU(4)
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = tlu(x * 1.0)
+    storages = {t.untyped_storage().data_ptr() for t in saved}
+    assert out.untyped_storage().data_ptr() in storages
+    assert sum(t.numel() for t in saved) == out.numel() + 4  # the output and tau
+
+
+def test_a_tlu_tie_sends_the_gradient_to_tau_like_relu_at_zero():
+    tlu = TLU(1)
+    x = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    tlu(x).sum().backward()
+    assert (x.grad == 0).all() and tlu.tau.grad.item() == 4.0
+
+
 # ---------------------------------------------------------------------------------------
 # every path computes the same function
 
