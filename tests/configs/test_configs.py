@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from detectron2 import model_zoo
 from detectron2.config import CfgNode, get_cfg
@@ -24,6 +27,7 @@ from detectron2.modeling.proposal_generator import RPN_HEAD_REGISTRY
 from torch import nn
 
 import frn_det.data  # noqa: F401  (registers frn_shapes_train / frn_shapes_val)
+from frn_det.checkpoint import FRNCheckpointer
 from frn_det.config import add_frn_config
 from frn_det.data.builtin import SHAPES_CLASSES
 from frn_det.engine import apply_ims_per_gpu
@@ -252,6 +256,33 @@ def test_imagenet_config_starts_from_detectron2s_r50_for_its_norm(path):
     # FRN's parameters are new, so frozen stages would never train them.
     freeze_at = cfg.MODEL.BACKBONE.FREEZE_AT
     assert freeze_at == (0 if norm_of(path) == "FRN" else 2)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FRNCheckpointer loads the BN checkpoint's fused scale/bias into FRN's "
+    "weight/bias, which share their names (norm.weight, norm.bias); the FRN configs' "
+    "comments need them skipped. Remove this mark when the loader skips them.",
+)
+def test_frn_imagenet_init_takes_convs_but_not_bn_scale_and_bias_from_the_checkpoint(tmp_path):
+    cfg = load_ours("COCO-Detection/faster_rcnn_R_50_FPN_3x_frn.yaml").clone()
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    # Caffe2 blob names, as in detectron2's ImageNetPretrained/MSRA/R-50.pkl.
+    conv = np.random.default_rng(0).standard_normal((64, 3, 7, 7)).astype(np.float32)
+    blobs = {
+        "conv1_w": conv,
+        "res_conv1_bn_s": np.full(64, 7.0, np.float32),
+        "res_conv1_bn_b": np.full(64, 3.0, np.float32),
+    }
+    path = tmp_path / "R-50.pkl"
+    path.write_bytes(pickle.dumps({"blobs": blobs}))
+    # The checkpointer frn_det's Trainer loads MODEL.WEIGHTS with.
+    FRNCheckpointer(model).load(str(path))
+    stem = model.backbone.bottom_up.stem.conv1
+    assert torch.equal(stem.weight, torch.from_numpy(conv))
+    assert torch.equal(stem.norm.weight, torch.ones(64))
+    assert torch.equal(stem.norm.bias, torch.zeros(64))
 
 
 @pytest.mark.parametrize("path", COCO_CONFIGS, ids=rel)
