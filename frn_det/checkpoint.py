@@ -36,8 +36,11 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from fvcore.common.checkpoint import _IncompatibleKeys
 from torch import nn
+
+from .layers.frn import _FilterResponseNorm
 
 __all__ = [
     "SAFE_GLOBALS",
@@ -201,6 +204,56 @@ def _describe_refused(path: str, error: BaseException) -> str:
     )
 
 
+def _drop_norm_parameters_for_frn(
+    model: nn.Module, state: dict[str, Any], from_caffe2: bool
+) -> list[str]:
+    """Remove from ``state`` the scale and bias another norm stored under FRN layers' names.
+
+    FRN's gamma and beta are called ``weight`` and ``bias``, like BN's. A BN-trained
+    checkpoint (detectron2's ImageNet R-50 for the FRN configs' initialisation) would
+    otherwise put BN's scale and bias into FRN layers, whose inputs are not mean-centred:
+    its beta (up to several units) and folded scale make a poor start. The checkpoint is
+    taken for another norm's when it is a Caffe2 model-zoo file, holds BN statistics
+    (``running_mean``/``running_var``) at an FRN layer's name, or holds none of the TLU
+    thresholds (``tau``) the model's FRN layers have. Those FRN layers keep their fresh
+    parameters and one log line says so. Returns the removed keys.
+    """
+    frn_names = [
+        name for name, module in model.named_modules() if isinstance(module, _FilterResponseNorm)
+    ]
+    if not frn_names:
+        return []
+    with_tau = [
+        name for name in frn_names if getattr(model.get_submodule(name), "tau", None) is not None
+    ]
+    prefixes = [f"{name}." if name else "" for name in frn_names]
+    foreign = (
+        from_caffe2
+        or any(f"{p}running_mean" in state or f"{p}running_var" in state for p in prefixes)
+        or (bool(with_tau) and not any(f"{name}.tau" in state for name in with_tau))
+    )
+    if not foreign:
+        return []
+    dropped = [
+        f"{p}{leaf}"
+        for p in prefixes
+        for leaf in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+        if f"{p}{leaf}" in state
+    ]
+    for key in dropped:
+        del state[key]
+    if dropped:
+        logger.info(
+            "The checkpoint was trained with another norm than FRN: its %d norm tensors at "
+            "the model's %d FRN layers (e.g. %s) were not loaded; those layers keep their "
+            "initial gamma=1, beta=0, tau=0.",
+            len(dropped),
+            len(frn_names),
+            dropped[0],
+        )
+    return dropped
+
+
 class FRNCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` with atomic writes, weights-only reads and clear errors.
 
@@ -224,6 +277,10 @@ class FRNCheckpointer(DetectionCheckpointer):
       * any other load (MODEL.WEIGHTS initialisation, ``load``) keeps detectron2's
         behaviour of skipping them, which fine-tuning a released model on another number
         of classes needs, and logs one warning that lists them all.
+    - FRN layers never take another norm's scale and bias, which share FRN's parameter
+      names: loading a BN-trained checkpoint (the ImageNet R-50 of the FRN configs) into an
+      FRN model takes its convs and leaves the FRN layers fresh (see
+      ``_drop_norm_parameters_for_frn``).
     - ``resume_or_load(resume=True)``, when the checkpoint ``last_checkpoint`` names is
       corrupt or missing, warns and resumes from the newest older ``<prefix>_NNNNNNN.pth``
       that loads; and it first removes temporary files left by killed writers on this host.
@@ -397,6 +454,20 @@ class FRNCheckpointer(DetectionCheckpointer):
             raise CorruptCheckpointError(_describe_unreadable(filename, error)) from None
 
     def _load_model(self, checkpoint: Any) -> _IncompatibleKeys:
+        if checkpoint.get("matching_heuristics", False):
+            # detectron2's renaming of model-zoo .pkl blobs, done here (and not again in
+            # super) so the FRN filter below sees the model's names.
+            self._convert_ndarray_to_tensor(checkpoint["model"])
+            checkpoint["model"] = align_and_update_state_dicts(
+                self.model.state_dict(),
+                checkpoint["model"],
+                c2_conversion=checkpoint.get("__author__", None) == "Caffe2",
+            )
+            checkpoint["matching_heuristics"] = False
+            from_caffe2 = checkpoint.get("__author__", None) == "Caffe2"
+        else:
+            from_caffe2 = False
+        _drop_norm_parameters_for_frn(self.model, checkpoint["model"], from_caffe2)
         incompatible = super()._load_model(checkpoint)
         if self._resuming and incompatible.incorrect_shapes:
             raise CheckpointShapeError(

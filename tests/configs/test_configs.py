@@ -258,12 +258,6 @@ def test_imagenet_config_starts_from_detectron2s_r50_for_its_norm(path):
     assert freeze_at == (0 if norm_of(path) == "FRN" else 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FRNCheckpointer loads the BN checkpoint's fused scale/bias into FRN's "
-    "weight/bias, which share their names (norm.weight, norm.bias); the FRN configs' "
-    "comments need them skipped. Remove this mark when the loader skips them.",
-)
 def test_frn_imagenet_init_takes_convs_but_not_bn_scale_and_bias_from_the_checkpoint(tmp_path):
     cfg = load_ours("COCO-Detection/faster_rcnn_R_50_FPN_3x_frn.yaml").clone()
     cfg.MODEL.DEVICE = "cpu"

@@ -227,3 +227,56 @@ def test_resuming_falls_back_to_the_newest_older_checkpoint_when_the_last_is_cor
     torch.testing.assert_close(
         model[0].weight, torch.load(good, weights_only=True)["model"]["0.weight"]
     )
+
+
+class _ConvNorm(nn.Module):
+    """conv -> norm, the way detectron2's Conv2d names its norm (``<conv>.norm``)."""
+
+    def __init__(self, norm: nn.Module) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = norm
+
+
+def _frn(tlu: bool = True) -> _ConvNorm:
+    from frn_det.layers import FilterResponseNorm2d
+
+    return _ConvNorm(FilterResponseNorm2d(4, tlu=tlu))
+
+
+def _save(model: nn.Module, path: Path) -> str:
+    torch.save({"model": model.state_dict()}, path)
+    return str(path)
+
+
+def test_a_bn_checkpoint_gives_an_frn_model_its_convs_but_not_bns_scale_and_bias(tmp_path):
+    bn = _ConvNorm(nn.BatchNorm2d(4))
+    with torch.no_grad():
+        bn.norm.weight.fill_(7.0)
+        bn.norm.bias.fill_(3.0)
+    frn = _frn()
+    FRNCheckpointer(frn).load(_save(bn, tmp_path / "bn.pth"))
+    assert torch.equal(frn.conv.weight, bn.conv.weight)
+    assert torch.equal(frn.norm.weight, torch.ones(4))
+    assert torch.equal(frn.norm.bias, torch.zeros(4))
+
+
+def test_an_frn_checkpoint_loads_every_frn_parameter(tmp_path):
+    source = _frn()
+    with torch.no_grad():
+        for parameter in source.norm.parameters():
+            parameter.add_(0.5)
+    target = _frn()
+    FRNCheckpointer(target).load(_save(source, tmp_path / "frn.pth"))
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_an_frn_checkpoint_without_tlu_loads_its_scale_and_bias(tmp_path):
+    # No tau to recognise it by, and no BN statistics either: it is taken as FRN's own.
+    source = _frn(tlu=False)
+    with torch.no_grad():
+        source.norm.weight.fill_(2.0)
+    target = _frn(tlu=False)
+    FRNCheckpointer(target).load(_save(source, tmp_path / "frn_no_tlu.pth"))
+    assert torch.equal(target.norm.weight, torch.full((4,), 2.0))
