@@ -162,7 +162,408 @@ DETECTRON2_BASELINES: tuple[ZooEntry, ...] = tuple(
 )
 
 # BEGIN frn-det checkpoints (written by `python -m frn_det.model_zoo rows OUT --write`)
-FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = ()
+FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_bn_ipg1_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_bn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/bn/ipg1/seed0/model_final.pth",
+        sha256="2671c2df7d0132e2a7ac3e7a20c2d9870449bce358e2a3849b5dc0d4fe0a4328",
+        box_ap=5.25,
+        mask_ap=4.28,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=1,
+        num_gpus=1,
+        train_time="7m30s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms bn --ims-per-gpu 1 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
+            "400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_bn_ipg2_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_bn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/bn/ipg2/seed0/model_final.pth",
+        sha256="04cdfaff4786501f05dd8bd29eaef4252d247479cc9683a76b46841fec637898",
+        box_ap=5.42,
+        mask_ap=5.76,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=2,
+        num_gpus=1,
+        train_time="5m58s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms bn --ims-per-gpu 2 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
+            "400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_bn_ipg4_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_bn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/bn/ipg4/seed0/model_final.pth",
+        sha256="b5d6eff49010289a93c294184a6be9a88ef05288308e16c6837ca30bfb005829",
+        box_ap=7.23,
+        mask_ap=6.42,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=4,
+        num_gpus=1,
+        train_time="5m16s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms bn --ims-per-gpu 4 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
+            "400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_bn_ipg8_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_bn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/bn/ipg8/seed0/model_final.pth",
+        sha256="015a47c35d30fec0746ef9600d6ebca4e7b85190a90591eee4e6aca81c8b6338",
+        box_ap=2.81,
+        mask_ap=3.1,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=8,
+        num_gpus=1,
+        train_time="5m16s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms bn --ims-per-gpu 8 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
+            "400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_syncbn_ipg1_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_syncbn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/syncbn/ipg1/seed0/model_final.pth",
+        sha256="d78aade19725a5180eb3d9301dd029cab97861fb28cdd7a8b0ef8cfd74c68fc7",
+        box_ap=6.3,
+        mask_ap=6.76,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=1,
+        num_gpus=2,
+        train_time="8m20s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms syncbn --ims-per-gpu 1 --num-gpus 2 --seed 0 --output output/grid "
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_syncbn_ipg2_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_syncbn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/syncbn/ipg2/seed0/model_final.pth",
+        sha256="d1553b2cf31429197486bb17e7a0f1509feb2dc6e8ba7d1b68bc1cceee32fbf0",
+        box_ap=6.41,
+        mask_ap=6.11,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=2,
+        num_gpus=2,
+        train_time="6m28s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms syncbn --ims-per-gpu 2 --num-gpus 2 --seed 0 --output output/grid "
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_syncbn_ipg4_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_syncbn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/syncbn/ipg4/seed0/model_final.pth",
+        sha256="eadf26170018c7a1c03de20522d1492517ca684c52cf8311859b37b119638d6f",
+        box_ap=3.52,
+        mask_ap=3.94,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=4,
+        num_gpus=2,
+        train_time="5m32s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms syncbn --ims-per-gpu 4 --num-gpus 2 --seed 0 --output output/grid "
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_syncbn_ipg8_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_syncbn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/syncbn/ipg8/seed0/model_final.pth",
+        sha256="ace439a94b7b9a20aae0f8479096cb5eb7c85e3b6a796ce3678408ca7aad16c0",
+        box_ap=0.39,
+        mask_ap=0.22,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=8,
+        num_gpus=2,
+        train_time="5m23s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms syncbn --ims-per-gpu 8 --num-gpus 2 --seed 0 --output output/grid "
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_gn_ipg1_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_gn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/gn/ipg1/seed0/model_final.pth",
+        sha256="39c11b6365867229fa622e832d4f3e35e1c7e55aef0341afdf109b2edb3b45a7",
+        box_ap=26.83,
+        mask_ap=25.81,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=1,
+        num_gpus=1,
+        train_time="6m48s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms gn --ims-per-gpu 1 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
+            "400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_gn_ipg2_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_gn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/gn/ipg2/seed0/model_final.pth",
+        sha256="bc7a21958151cb0eb2b860c2bfa6c8d3ecae95c3bea6d9b4ec212c2bc4f4be9e",
+        box_ap=25.63,
+        mask_ap=25.42,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=2,
+        num_gpus=1,
+        train_time="5m53s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms gn --ims-per-gpu 2 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
+            "400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_gn_ipg4_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_gn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/gn/ipg4/seed0/model_final.pth",
+        sha256="c2f97669dccd0a38d8171bcbab49c5694bb18aaf14714c25e8ef696536c59adc",
+        box_ap=20.52,
+        mask_ap=20.49,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=4,
+        num_gpus=1,
+        train_time="5m19s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms gn --ims-per-gpu 4 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
+            "400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_gn_ipg8_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_gn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/gn/ipg8/seed0/model_final.pth",
+        sha256="78b901460e94e4366b35395d6c8e66f63c0d3a2e21dbea8ad20fdbf754f72933",
+        box_ap=17.04,
+        mask_ap=16.74,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=8,
+        num_gpus=1,
+        train_time="5m38s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms gn --ims-per-gpu 8 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
+            "400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_frn_ipg1_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_frn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/frn/ipg1/seed0/model_final.pth",
+        sha256="fc38af81116c6fbcc92fde64aeb3d05b0c4c16b4b6c3b1830a643126a961de2c",
+        box_ap=18.98,
+        mask_ap=16.96,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=1,
+        num_gpus=1,
+        train_time="8m32s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms frn --ims-per-gpu 1 --num-gpus 1 --seed 0 --output output/grid "
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_frn_ipg2_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_frn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/frn/ipg2/seed0/model_final.pth",
+        sha256="d8df708a6a8ed2fd1dc51de67a3ffb01fb9eb07021364ab23f8f68ee2c01816c",
+        box_ap=19.34,
+        mask_ap=17.53,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=2,
+        num_gpus=1,
+        train_time="5m59s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms frn --ims-per-gpu 2 --num-gpus 1 --seed 0 --output output/grid "
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_frn_ipg4_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_frn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/frn/ipg4/seed0/model_final.pth",
+        sha256="094702e075b798bde393c5c4e8daa16a99444b4af5ed5b3f861c9cb234c6645f",
+        box_ap=14.99,
+        mask_ap=13.99,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=4,
+        num_gpus=1,
+        train_time="5m29s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms frn --ims-per-gpu 4 --num-gpus 1 --seed 0 --output output/grid "
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+    ZooEntry(
+        name="mask_rcnn_R_18_FPN_frn_ipg8_seed0",
+        config="configs/Shapes/mask_rcnn_R_18_FPN_frn.yaml",
+        url="output/grid/mask_rcnn_R_18_FPN/frn/ipg8/seed0/model_final.pth",
+        sha256="d97d6f10e172bac51067d582fdaee157f6729ba603f24ac66c5dd91540493435",
+        box_ap=11.17,
+        mask_ap=10.89,
+        source="frn-det",
+        detectron2_config=None,
+        data="frn_shapes_train -> frn_shapes_val",
+        ims_per_gpu=8,
+        num_gpus=1,
+        train_time="4m58s (cpu)",
+        opts=(
+            "SOLVER.MAX_ITER",
+            "400",
+            "SOLVER.STEPS",
+            "(320, 373)",
+        ),
+        reproduce=(
+            "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
+            "--norms frn --ims-per-gpu 8 --num-gpus 1 --seed 0 --output output/grid "
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+        ),
+    ),
+)
 # END frn-det checkpoints
 
 

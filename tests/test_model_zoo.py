@@ -260,7 +260,15 @@ def test_rows_write_fills_the_catalog_and_markdown_which_stay_ruff_clean_and_agr
     copy = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, copy)  # dataclasses look their module up
     spec.loader.exec_module(copy)
-    (entry,) = copy.FRN_DET_CHECKPOINTS
+    # The committed catalog's entries stay; the one of the same name is replaced, once.
+    names = [e.name for e in copy.FRN_DET_CHECKPOINTS]
+    assert sorted(set(names)) == sorted(names)
+    assert set(names) == {e.name for e in model_zoo.FRN_DET_CHECKPOINTS} | {
+        "mask_rcnn_R_18_FPN_frn_ipg2_seed0"
+    }
+    (entry,) = [
+        e for e in copy.FRN_DET_CHECKPOINTS if e.name == "mask_rcnn_R_18_FPN_frn_ipg2_seed0"
+    ]
     assert len(re.findall(r"^FRN_DET_CHECKPOINTS", source.read_text(encoding="utf-8"), re.M)) == 1
     assert entry.name == "mask_rcnn_R_18_FPN_frn_ipg2_seed0"
     assert entry.url == "https://example.org/zoo/mask_rcnn_R_18_FPN_frn_ipg2_seed0.pth"
