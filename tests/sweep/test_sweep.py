@@ -118,13 +118,13 @@ def _dry_run(tmp_path, capsys, *extra):
 def test_the_dry_run_shows_lr_iterations_and_batch_scaled_from_the_reference_batch(
     tmp_path, capsys
 ):
-    # The Shapes schedule is written for 4 images: BASE_LR 0.02, MAX_ITER 400.
+    # The Shapes schedule is written for 4 images: BASE_LR 0.04, MAX_ITER 600.
     rows = _dry_run(tmp_path, capsys, "MODEL.FRN.IMPL", "autograd")
     # procs, IMS_PER_BATCH, BASE_LR, MAX_ITER, images, est. left, action
-    assert rows["bn/ipg1/seed0"][:5] == ["1", "1", "0.005", "1600", "1600"]
-    assert rows["bn/ipg8/seed0"][:5] == ["1", "8", "0.04", "200", "1600"]
-    assert rows["syncbn/ipg1/seed0"][:5] == ["2", "2", "0.01", "800", "1600"]
-    assert rows["syncbn/ipg8/seed0"][:5] == ["2", "16", "0.08", "100", "1600"]
+    assert rows["bn/ipg1/seed0"][:5] == ["1", "1", "0.01", "2400", "2400"]
+    assert rows["bn/ipg8/seed0"][:5] == ["1", "8", "0.08", "300", "2400"]
+    assert rows["syncbn/ipg1/seed0"][:5] == ["2", "2", "0.02", "1200", "2400"]
+    assert rows["syncbn/ipg8/seed0"][:5] == ["2", "16", "0.16", "150", "2400"]
     assert rows["frn/ipg1/seed0"][5:] == ["?", "start"]
     assert not (tmp_path / "out").exists(), "a dry run must not create run folders"
 
@@ -141,9 +141,10 @@ def test_the_dry_run_estimates_time_from_finished_runs_and_shows_what_it_would_d
     fake_run(out, "frn", 1, 0, "failed", iteration=37, max_iter=1600, returncode=3)
     rows = _dry_run(tmp_path, capsys)
     assert rows["bn/ipg8/seed0"][5:] == ["-", "skip", "(done)"]
-    assert rows["bn/ipg1/seed0"][5:] == ["2m40s", "start"]
+    # 2,400 images (600 iterations of 4 at the reference) at 0.1 s an image.
+    assert rows["bn/ipg1/seed0"][5:] == ["4m00s", "start"]
     # No finished frn run: the estimate falls back on the config's other norms.
-    assert rows["frn/ipg1/seed0"][5:] == ["2m40s", "restart", "(after", "exit", "3)"]
+    assert rows["frn/ipg1/seed0"][5:] == ["4m00s", "restart", "(after", "exit", "3)"]
 
 
 def test_finished_runs_are_skipped_and_interrupted_ones_resume_from_their_checkpoint(
@@ -157,7 +158,7 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resume_from_their_checkp
     assert all("--resume" not in c for c in first.commands)
     state = read_state(crashing)
     assert (state.status, state.iteration, state.checkpoint_iter) == ("failed", 120, 100)
-    assert state.describe() == "failed (exit 1, iter 120/400)"
+    assert state.describe() == "failed (exit 1, iter 120/600)"
     assert json.loads((runs[0].output_dir / "DONE.json").read_text())["results"] == {
         "bbox/AP": 30.0
     }
@@ -183,7 +184,7 @@ def test_a_run_trained_to_the_end_without_done_json_is_only_recorded(tmp_path, f
     run.output_dir.mkdir(parents=True)
     (run.output_dir / "model_final.pth").write_bytes(b"final")
     (run.output_dir / "metrics.json").write_text(
-        '{"iteration": 399, "total_loss": 1.0}\n{"iteration": 400, "bbox/AP": 41.5}\n'
+        '{"iteration": 599, "total_loss": 1.0}\n{"iteration": 600, "bbox/AP": 41.5}\n'
     )
     runner = fake_runner()
     assert run_sweep([run], runner, echo=lambda _: None)["done"] == [run.output_dir]
@@ -232,10 +233,10 @@ def test_a_tiny_real_run_goes_through_train_net_and_is_skipped_the_second_time(
     ).read_text()
     folder = out / STEM / "frn" / "ipg2" / "seed0"
     done = json.loads((folder / "DONE.json").read_text())
-    # The Shapes BASE_LR of 0.02 doubles with the batch; the plan is what train_net ran.
-    assert done["schedule"] == {"ims_per_batch": 2, "base_lr": 0.04, "max_iter": 2}
+    # The Shapes BASE_LR of 0.04 doubles with the batch; the plan is what train_net ran.
+    assert done["schedule"] == {"ims_per_batch": 2, "base_lr": 0.08, "max_iter": 2}
     trained = yaml.safe_load((folder / "config.yaml").read_text())["SOLVER"]
-    assert (trained["IMS_PER_BATCH"], trained["BASE_LR"], trained["MAX_ITER"]) == (2, 0.04, 2)
+    assert (trained["IMS_PER_BATCH"], trained["BASE_LR"], trained["MAX_ITER"]) == (2, 0.08, 2)
     assert {"bbox/AP", "segm/AP"} <= done["results"].keys()
     assert (folder / "model_final.pth").is_file()
 
