@@ -281,21 +281,36 @@ def _variant(x: torch.Tensor, tau: torch.Tensor | None) -> tuple:
     return (x.dtype, tau is not None, not x.is_contiguous(), x.shape[2] == 1)
 
 
+def _recompute_statistic(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """r = rsqrt(mean_L(x^2) + eps) (N, C), as _forward_kernel computes it."""
+    acc = _stat_dtype(x.dtype)
+    norm = torch.linalg.vector_norm(x, dim=2, dtype=acc)
+    return torch.rsqrt(norm.square() / x.shape[2] + eps.to(acc))
+
+
 class _FilterResponseNormFunction(torch.autograd.Function):
-    """FRN(+TLU) on x (N, C, L) that saves only x and r = rsqrt(nu2 + eps) (N, C)."""
+    """FRN(+TLU) on x (N, C, L) that saves only x and r = rsqrt(nu2 + eps) (N, C).
+
+    With L = 1 (fully connected features) r is as large as x itself, so it is not saved
+    but recomputed from x and eps in backward: one elementwise pass instead of a second
+    copy of the input.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, tau, eps, compiled: bool):
         z, r = _run_kernel(compiled, _forward_kernel, _variant(x, tau), x, weight, bias, tau, eps)
         ctx.compiled = compiled
         ctx.eps_shape = eps.shape
-        ctx.save_for_backward(x, r, weight, bias, tau)
+        ctx.recompute = x.shape[2] == 1
+        ctx.save_for_backward(x, eps.detach() if ctx.recompute else r, weight, bias, tau)
         return z
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gz):
         x, r, weight, bias, tau = ctx.saved_tensors
+        if ctx.recompute:
+            r = _recompute_statistic(x, r)
         need_x, need_w, need_b, need_tau, need_eps, _ = ctx.needs_input_grad
         # the compiled kernel is specialised to x's layout; autograd may hand any strides.
         gz = gz if gz.stride() == x.stride() else torch.empty_like(x).copy_(gz)

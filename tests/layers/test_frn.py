@@ -452,6 +452,23 @@ def test_fast_paths_save_only_the_input_and_per_sample_channel_statistics(impl, 
         assert _saved_bytes(lambda: module(x)) > 2 * x.numel() * x.element_size()
 
 
+@pytest.mark.parametrize("impl", FAST_PATHS)
+def test_fast_paths_keep_only_the_input_of_fully_connected_features(impl):
+    # At (N, C) the statistic is as large as the input: it is recomputed, not saved.
+    module = FilterResponseNorm1d(64)
+    x = torch.randn(128, 64, requires_grad=True)
+    with frn_impl(impl):
+        saved = _saved_bytes(lambda: module(x * 1.0))
+    params = sum(p.numel() * 4 for p in module.parameters()) + 4  # and eps
+    assert saved <= x.numel() * 4 + params
+    with frn_impl(impl):
+        fast = torch.autograd.grad(module(x).square().sum(), [x, *module.parameters()])
+    with frn_impl("reference"):
+        plain = torch.autograd.grad(module(x).square().sum(), [x, *module.parameters()])
+    for a, b in zip(fast, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_compiled_path_does_not_recompile_for_new_spatial_or_batch_sizes():
     counters = torch._dynamo.utils.counters["stats"]
     f64 = torch.float64  # the gradchecks' dtype: this test adds no kernels to the run
