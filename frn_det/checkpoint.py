@@ -36,8 +36,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
-from fvcore.common.checkpoint import _IncompatibleKeys
+from fvcore.common.checkpoint import Checkpointer, _IncompatibleKeys
 from torch import nn
 
 from .layers.frn import _FilterResponseNorm
@@ -254,7 +253,21 @@ def _drop_norm_parameters_for_frn(
     return dropped
 
 
-class FRNCheckpointer(DetectionCheckpointer):
+class _FRNKeepsItsOwnNorm(Checkpointer):
+    """Drops another norm's scale and bias at FRN layers before fvcore loads the state.
+
+    It sits below ``DetectionCheckpointer`` in ``FRNCheckpointer``'s method order, so it
+    sees the state after detectron2 has renamed model-zoo ``.pkl`` blobs to the model's
+    names (``__author__`` then still says whether they were Caffe2's).
+    """
+
+    def _load_model(self, checkpoint: Any) -> _IncompatibleKeys:
+        from_caffe2 = checkpoint.get("__author__", None) == "Caffe2"
+        _drop_norm_parameters_for_frn(self.model, checkpoint["model"], from_caffe2)
+        return super()._load_model(checkpoint)
+
+
+class FRNCheckpointer(DetectionCheckpointer, _FRNKeepsItsOwnNorm):
     """``DetectionCheckpointer`` with atomic writes, weights-only reads and clear errors.
 
     Use it as detectron2's (``Trainer`` builds one as ``self.checkpointer``; detectron2's
@@ -454,20 +467,6 @@ class FRNCheckpointer(DetectionCheckpointer):
             raise CorruptCheckpointError(_describe_unreadable(filename, error)) from None
 
     def _load_model(self, checkpoint: Any) -> _IncompatibleKeys:
-        if checkpoint.get("matching_heuristics", False):
-            # detectron2's renaming of model-zoo .pkl blobs, done here (and not again in
-            # super) so the FRN filter below sees the model's names.
-            self._convert_ndarray_to_tensor(checkpoint["model"])
-            checkpoint["model"] = align_and_update_state_dicts(
-                self.model.state_dict(),
-                checkpoint["model"],
-                c2_conversion=checkpoint.get("__author__", None) == "Caffe2",
-            )
-            checkpoint["matching_heuristics"] = False
-            from_caffe2 = checkpoint.get("__author__", None) == "Caffe2"
-        else:
-            from_caffe2 = False
-        _drop_norm_parameters_for_frn(self.model, checkpoint["model"], from_caffe2)
         incompatible = super()._load_model(checkpoint)
         if self._resuming and incompatible.incorrect_shapes:
             raise CheckpointShapeError(

@@ -145,6 +145,14 @@ def frn_reference(
 # compile into one reduction loop plus one elementwise loop each.
 
 
+def _statistic(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """r = rsqrt(mean_L(x^2) + eps) (N, C) of x (N, C, L), in fp32 or wider."""
+    acc = _stat_dtype(x.dtype)
+    # vector_norm casts per element while reducing: no fp32 copy of x, no x^2 temporary.
+    norm = torch.linalg.vector_norm(x, dim=2, dtype=acc)
+    return torch.rsqrt(norm.square() / x.shape[2] + eps.to(acc))
+
+
 def _forward_kernel(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -157,9 +165,7 @@ def _forward_kernel(
     r = rsqrt(mean_L(x^2) + eps) is the only statistic backward needs.
     """
     acc = _stat_dtype(x.dtype)
-    # vector_norm casts per element while reducing: no fp32 copy of x, no x^2 temporary.
-    norm = torch.linalg.vector_norm(x, dim=2, dtype=acc)
-    r = torch.rsqrt(norm.square() / x.shape[2] + eps.to(acc))
+    r = _statistic(x, eps)
     z = torch.addcmul(bias.to(acc).view(1, -1, 1), x, (r * weight.to(acc)).unsqueeze(2))
     if tau is not None:
         z = z.clamp_min_(tau.to(acc).view(1, -1, 1))
@@ -281,13 +287,6 @@ def _variant(x: torch.Tensor, tau: torch.Tensor | None) -> tuple:
     return (x.dtype, tau is not None, not x.is_contiguous(), x.shape[2] == 1)
 
 
-def _recompute_statistic(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """r = rsqrt(mean_L(x^2) + eps) (N, C), as _forward_kernel computes it."""
-    acc = _stat_dtype(x.dtype)
-    norm = torch.linalg.vector_norm(x, dim=2, dtype=acc)
-    return torch.rsqrt(norm.square() / x.shape[2] + eps.to(acc))
-
-
 class _FilterResponseNormFunction(torch.autograd.Function):
     """FRN(+TLU) on x (N, C, L) that saves only x and r = rsqrt(nu2 + eps) (N, C).
 
@@ -310,7 +309,7 @@ class _FilterResponseNormFunction(torch.autograd.Function):
     def backward(ctx, gz):
         x, r, weight, bias, tau = ctx.saved_tensors
         if ctx.recompute:
-            r = _recompute_statistic(x, r)
+            r = _statistic(x, r)
         need_x, need_w, need_b, need_tau, need_eps, _ = ctx.needs_input_grad
         # the compiled kernel is specialised to x's layout; autograd may hand any strides.
         gz = gz if gz.stride() == x.stride() else torch.empty_like(x).copy_(gz)

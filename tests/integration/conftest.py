@@ -140,6 +140,25 @@ def semseg_datasets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         MetadataCatalog.remove(name)
 
 
+def deeplab_resnet_options(out_features: list[str]) -> list[Any]:
+    """KEY VALUE options for DeepLab's R-50 backbone (the only depth its builder takes) at
+    an eighth of the width, with "FRN" as its norm, on the CPU."""
+    return [
+        "MODEL.DEVICE", "cpu",
+        "MODEL.BACKBONE.NAME", "build_resnet_deeplab_backbone",
+        "MODEL.BACKBONE.FREEZE_AT", 0,
+        "MODEL.RESNETS.DEPTH", 50,
+        "MODEL.RESNETS.NORM", "FRN",
+        "MODEL.RESNETS.STEM_TYPE", "deeplab",
+        "MODEL.RESNETS.STEM_OUT_CHANNELS", 16,
+        "MODEL.RESNETS.WIDTH_PER_GROUP", 8,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS", 32,
+        "MODEL.RESNETS.STRIDE_IN_1X1", False,
+        "MODEL.RESNETS.RES5_DILATION", 2,
+        "MODEL.RESNETS.OUT_FEATURES", out_features,
+    ]  # fmt: skip
+
+
 def frn_norms(model: nn.Module) -> dict[str, FilterResponseNorm2d]:
     """Every FilterResponseNorm2d of ``model`` by its qualified name."""
     return {n: m for n, m in model.named_modules() if isinstance(m, FilterResponseNorm2d)}

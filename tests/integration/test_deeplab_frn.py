@@ -7,7 +7,7 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.modeling import build_model
 from detectron2.projects.deeplab import add_deeplab_config
 
-from .conftest import frn_norms
+from .conftest import deeplab_resnet_options, frn_norms
 
 
 def test_deeplab_v3_plus_with_frn_norms_trains_one_step_and_is_evaluated(
@@ -18,19 +18,8 @@ def test_deeplab_v3_plus_with_frn_norms_trains_one_step_and_is_evaluated(
     # DeepLab's R-50 (its backbone builds only bottleneck depths) at an eighth of the width.
     cfg.merge_from_list(
         [
-            "MODEL.DEVICE", "cpu",
+            *deeplab_resnet_options(["res2", "res5"]),
             "MODEL.META_ARCHITECTURE", "SemanticSegmentor",
-            "MODEL.BACKBONE.NAME", "build_resnet_deeplab_backbone",
-            "MODEL.BACKBONE.FREEZE_AT", 0,
-            "MODEL.RESNETS.DEPTH", 50,
-            "MODEL.RESNETS.NORM", "FRN",
-            "MODEL.RESNETS.STEM_TYPE", "deeplab",
-            "MODEL.RESNETS.STEM_OUT_CHANNELS", 16,
-            "MODEL.RESNETS.WIDTH_PER_GROUP", 8,
-            "MODEL.RESNETS.RES2_OUT_CHANNELS", 32,
-            "MODEL.RESNETS.STRIDE_IN_1X1", False,
-            "MODEL.RESNETS.RES5_DILATION", 2,
-            "MODEL.RESNETS.OUT_FEATURES", ["res2", "res5"],
             "MODEL.SEM_SEG_HEAD.NAME", "DeepLabV3PlusHead",
             "MODEL.SEM_SEG_HEAD.NORM", "FRN",
             "MODEL.SEM_SEG_HEAD.IN_FEATURES", ["res2", "res5"],

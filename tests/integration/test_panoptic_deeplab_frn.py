@@ -20,7 +20,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 
-from .conftest import frn_norms
+from .conftest import deeplab_resnet_options, frn_norms
 
 SIDE = 64
 META = "frn_integration_panoptic_meta"
@@ -43,7 +43,12 @@ def panoptic_deeplab() -> Iterator[types.ModuleType]:
         sys.modules.update(added)
     import detectron2.projects.panoptic_deeplab as project
 
+    # The model reads its thing classes from the metadata of its first training set.
+    MetadataCatalog.get(META).set(
+        thing_dataset_id_to_contiguous_id={1: 1}, label_divisor=1000, thing_classes=["square"]
+    )
     yield project
+    MetadataCatalog.remove(META)
     for name in added:
         sys.modules.pop(name, None)
 
@@ -75,27 +80,13 @@ def _targets(rng: np.random.Generator) -> dict[str, torch.Tensor]:
 
 
 def test_panoptic_deeplab_with_frn_norms_trains_one_step_and_predicts(registered, panoptic_deeplab):
-    MetadataCatalog.get(META).set(
-        thing_dataset_id_to_contiguous_id={1: 1}, label_divisor=1000, thing_classes=["square"]
-    )
     cfg = get_cfg()
     panoptic_deeplab.add_panoptic_deeplab_config(cfg)
     # Panoptic-DeepLab's R-50 at an eighth of the width, heads narrowed to match.
     cfg.merge_from_list(
         [
-            "MODEL.DEVICE", "cpu",
+            *deeplab_resnet_options(["res2", "res3", "res5"]),
             "MODEL.META_ARCHITECTURE", "PanopticDeepLab",
-            "MODEL.BACKBONE.NAME", "build_resnet_deeplab_backbone",
-            "MODEL.BACKBONE.FREEZE_AT", 0,
-            "MODEL.RESNETS.DEPTH", 50,
-            "MODEL.RESNETS.NORM", "FRN",
-            "MODEL.RESNETS.STEM_TYPE", "deeplab",
-            "MODEL.RESNETS.STEM_OUT_CHANNELS", 16,
-            "MODEL.RESNETS.WIDTH_PER_GROUP", 8,
-            "MODEL.RESNETS.RES2_OUT_CHANNELS", 32,
-            "MODEL.RESNETS.STRIDE_IN_1X1", False,
-            "MODEL.RESNETS.RES5_DILATION", 2,
-            "MODEL.RESNETS.OUT_FEATURES", ["res2", "res3", "res5"],
             "MODEL.SEM_SEG_HEAD.NAME", "PanopticDeepLabSemSegHead",
             "MODEL.SEM_SEG_HEAD.NORM", "FRN",
             "MODEL.SEM_SEG_HEAD.IN_FEATURES", ["res2", "res3", "res5"],
@@ -153,4 +144,3 @@ def test_panoptic_deeplab_with_frn_norms_trains_one_step_and_predicts(registered
         assert output["sem_seg"].shape == (2, SIDE, SIDE)
         panoptic, _ = output["panoptic_seg"]
         assert panoptic.shape == (SIDE, SIDE)
-    MetadataCatalog.remove(META)
