@@ -17,10 +17,12 @@ $(STAMP): pyproject.toml constraints.txt tools/install_detectron2.py
 	$(PY) tools/install_detectron2.py
 	touch $@
 
-# The main job: train FRN Mask R-CNN on the embedded shapes dataset and evaluate it.
+# The main job: train FRN Mask R-CNN on the embedded shapes dataset and evaluate it, then
+# draw its predictions on val images beside the ground truth (the sheet's path is printed).
 demo: $(STAMP)
 	$(PY) tools/train_net.py --config-file configs/Shapes/mask_rcnn_R_18_FPN_frn.yaml \
 		OUTPUT_DIR output/demo_frn
+	$(PY) tools/visualize.py output/demo_frn --num-images 4 --transpose
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,0 +1,24 @@
+#!/usr/bin/env python
+"""Draw a model's predictions (boxes, masks, class, score) beside the ground truth.
+
+    python tools/visualize.py output/demo_frn                      # its val images
+    python tools/visualize.py out/bn out/gn out/frn --num-images 8 # checkpoints side by side
+    python tools/visualize.py --config-file CFG model.pth --images my_pngs/
+
+Writes a PNG per image and checkpoint and sheet.png (all checkpoints side by side) into
+--output (default: RUN/predictions for one run folder, else output/visualize). The logic
+is in frn_det.visualization.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run from a checkout without installing frn-det: make the repository importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from frn_det.visualization.predictions import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
