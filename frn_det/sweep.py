@@ -29,15 +29,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
+import math
 import os
 import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -571,11 +574,11 @@ def _check_same_plan(runs: Sequence[Run], states: Sequence[RunState]) -> None:
         )
 
 
-def _rates(output: Path) -> dict[tuple, list[float]]:
-    # Seconds per image of every finished run under ``output``, keyed from the most to the
+def _rates(done_files: Iterable[Path]) -> dict[tuple, list[float]]:
+    # Seconds per image of every finished run (its DONE.json), keyed from the most to the
     # least specific match, so an estimate uses the closest kind of run that has a timing.
     rates: dict[tuple, list[float]] = {}
-    for done_file in output.glob(f"{RUN_DIR_GLOB}/{DONE_FILE}"):
+    for done_file in done_files:
         done = _read_json(done_file)
         images, seconds = done.get("images_trained"), done.get("seconds")
         if not images or not seconds:
@@ -632,7 +635,7 @@ def dry_run_table(runs: Sequence[Run], output: str | os.PathLike) -> str:
     """
     output = Path(output).resolve()
     _check_same_plan(runs, [read_state(run.output_dir) for run in runs])
-    rates = _rates(output)
+    rates = _rates(output.glob(f"{RUN_DIR_GLOB}/{DONE_FILE}"))
     rows = []
     total_images = 0
     total_seconds = 0.0
@@ -688,6 +691,127 @@ def dry_run_table(runs: Sequence[Run], output: str | os.PathLike) -> str:
     return f"{table}\n\n{summary}"
 
 
+class _Progress:
+    """Follows a run's metrics.json while the run trains and echoes a progress line for the
+    newest training record: at most one every ``every`` seconds (0: each record), and the
+    last one when the run ends if it was not shown yet.
+
+    detectron2 appends a JSON line every 20 iterations; only complete lines are read, so a
+    line being written is read at the next poll. A file that shrinks (``--resume`` moves
+    the lines of iterations it trains again to metrics.superseded.json) is read again from
+    its start, and records before ``start_iter`` are ignored.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        start_iter: int,
+        line: Callable[[Mapping[str, Any]], str],
+        echo: Callable[[str], None],
+        every: float,
+        poll: float,
+    ) -> None:
+        self.path, self.start_iter, self.line, self.echo = path, start_iter, line, echo
+        self.every, self.poll = every, poll
+        self._offset = path.stat().st_size if path.is_file() else 0
+        self._pending: Mapping[str, Any] | None = None
+        self._last_echo = -math.inf
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+
+    def __enter__(self) -> _Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._read()
+        if self._pending is not None:
+            self.echo(self.line(self._pending))
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.poll):
+            self._read()
+            now = time.monotonic()
+            if self._pending is not None and now - self._last_echo >= self.every:
+                self.echo(self.line(self._pending))
+                self._pending, self._last_echo = None, now
+
+    def _read(self) -> None:
+        try:
+            size = self.path.stat().st_size
+            if size < self._offset:
+                self._offset = 0
+            with self.path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        for raw in data[:end].splitlines():
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if (
+                isinstance(record, dict)
+                and isinstance(record.get("iteration"), int)
+                and "total_loss" in record
+                and record["iteration"] >= self.start_iter
+            ):
+                self._pending = record
+
+
+def _seconds_left(
+    later: Sequence[tuple[Run, int]], rates: Mapping[tuple, list[float]], rate: float | None
+) -> float | None:
+    # The time the runs still to come will take: images left x seconds per image of the
+    # closest kind of finished run, else ``rate`` (the current run's); None if neither.
+    total = 0.0
+    for run, images in later:
+        estimate = _estimate(run, images, rates) if images else 0.0
+        if estimate is None:
+            if rate is None:
+                return None
+            estimate = images * rate
+        total += estimate
+    return total
+
+
+def _progress_line(
+    record: Mapping[str, Any],
+    *,
+    where: str,
+    schedule: Schedule,
+    started: float,
+    start_iter: int,
+    later: Sequence[tuple[Run, int]],
+    rates: Mapping[tuple, list[float]],
+) -> str:
+    # "iter 140/1200 (12%), total_loss 1.234, 0.62 s/iter, ETA 10m57s (sweep ~1h05m)"
+    done = record["iteration"] + 1
+    per_iter = record.get("time")
+    if not isinstance(per_iter, (int, float)):
+        # Without detectron2's timing: the wall clock, start-up included (an overestimate).
+        per_iter = (time.monotonic() - started) / (done - start_iter) if done > start_iter else None
+    eta = record.get("eta_seconds")
+    if not isinstance(eta, (int, float)) and per_iter is not None:
+        eta = max(schedule.max_iter - done, 0) * per_iter
+    parts = [f"iter {done}/{schedule.max_iter} ({100 * done / max(schedule.max_iter, 1):.0f}%)"]
+    if isinstance(record.get("total_loss"), (int, float)):
+        parts.append(f"total_loss {record['total_loss']:.3f}")
+    if per_iter is not None:
+        parts.append(f"{per_iter:.2f} s/iter")
+    rest = _seconds_left(
+        later, rates, None if per_iter is None else per_iter / schedule.ims_per_batch
+    )
+    sweep = "" if rest is None or eta is None else f" (sweep ~{_duration(eta + rest)})"
+    parts.append(f"ETA {_duration(eta)}{sweep}")
+    return f"{where}: " + ", ".join(parts)
+
+
 def subprocess_runner(command: Sequence[str], log_path: Path) -> int:
     """Run ``command``, appending its output to ``log_path``; return its exit status."""
     with log_path.open("ab") as log:
@@ -717,6 +841,8 @@ def run_sweep(
     python: str = sys.executable,
     train_net: Path = TRAIN_NET,
     echo: Callable[[str], None] = print,
+    progress_seconds: float = 30.0,
+    poll_seconds: float = 2.0,
 ) -> dict[str, list[Path]]:
     """Train every run of ``runs`` that has not finished, one after the other.
 
@@ -724,12 +850,21 @@ def run_sweep(
     that trained to the end without DONE.json (killed during the final bookkeeping) only
     gets its DONE.json. A run that fails gets FAILED.json and the sweep goes on.
 
+    While a run trains, its metrics.json is followed and a line with the iteration, the
+    total loss, seconds per iteration and the ETA of the run and of the whole sweep is
+    echoed at most every ``progress_seconds`` (0: every record detectron2 writes, by
+    default every 20 iterations). The sweep's ETA adds the runs still to train, timed from
+    finished runs of the closest kind (as ``dry_run_table`` does) or, lacking one, at the
+    current run's seconds per image.
+
     Args:
         runs: from ``expand_grid``.
         runner: ``runner(command, log_path) -> exit status``; tests pass one that trains
             nothing.
         python, train_net: the interpreter and script a run's command starts.
-        echo: where progress lines go.
+        echo: where progress lines go (called from a second thread while a run trains).
+        progress_seconds: the least time between two progress lines of a run.
+        poll_seconds: how often metrics.json is read while a run trains.
     Returns:
         The run folders by outcome: "done" (trained now), "skipped", "failed".
     Raises:
@@ -744,6 +879,14 @@ def run_sweep(
         run.output_dir.mkdir(parents=True, exist_ok=True)
         if not (run.output_dir / RUN_FILE).is_file():
             _write_json(run.output_dir / RUN_FILE, _plan_record(run, schedule))
+
+    # Images each run has left to train, for the sweep's ETA.
+    left = [
+        0
+        if state.status == "done"
+        else max(sched.max_iter - (state.checkpoint_iter or 0), 0) * sched.ims_per_batch
+        for state, sched in zip(states, schedules, strict=True)
+    ]
 
     outcome: dict[str, list[Path]] = {"done": [], "skipped": [], "failed": []}
     for index, (run, schedule) in enumerate(zip(runs, schedules, strict=True), start=1):
@@ -765,7 +908,21 @@ def run_sweep(
         # While the run retrains it is unfinished, not failed; a new failure writes it again.
         (run.output_dir / FAILED_FILE).unlink(missing_ok=True)
         started = time.monotonic()
-        returncode = runner(command, run.output_dir / LOG_FILE)
+        line = functools.partial(
+            _progress_line,
+            where=f"[{index}/{len(runs)}] {run.config_stem}/{run.norm}/ipg{run.ims_per_gpu}/"
+            f"seed{run.seed}",
+            schedule=schedule,
+            started=started,
+            start_iter=start_iter,
+            later=list(zip(runs[index:], left[index:], strict=True)),
+            rates=_rates(r.output_dir / DONE_FILE for r in runs),
+        )
+        follow = _Progress(
+            run.output_dir / METRICS_FILE, start_iter, line, echo, progress_seconds, poll_seconds
+        )
+        with follow:
+            returncode = runner(command, run.output_dir / LOG_FILE)
         seconds = time.monotonic() - started
         state = read_state(run.output_dir)
         if returncode == 0 and state.final_model:
@@ -876,6 +1033,14 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="SEED of the first repeat")
     parser.add_argument(
+        "--progress-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="while a run trains, print its iteration, loss and ETA (and the sweep's) at most "
+        "this often; 0 prints every metrics.json record (every 20 iterations)",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="list the runs with their schedule and estimated cost; train nothing",
@@ -907,7 +1072,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
         if args.dry_run:
             print(dry_run_table(runs, args.output))
             return 0
-        outcome = run_sweep(runs, runner)
+        outcome = run_sweep(runs, runner, progress_seconds=args.progress_every)
     except SweepError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,76 @@ def test_a_folder_holding_a_run_with_other_arguments_is_refused(tmp_path, fake_r
         run_sweep([changed], fake_runner(), echo=lambda _: None)
 
 
+def test_progress_lines_come_while_a_run_trains_with_the_eta_of_the_run_and_the_sweep(tmp_path):
+    # ipg1: 2400 iterations of 1 image; ipg4: 600 of 4.
+    runs = _grid(tmp_path, norms=["frn"], ims_per_gpu=[1, 4])
+    lines = []
+
+    def runner(command, log_path):
+        out = Path(command[command.index("OUTPUT_DIR") + 1])
+        max_iter = json.loads((out / "RUN.json").read_text())["schedule"]["max_iter"]
+        with (out / "metrics.json").open("a") as f:
+            for it in (19, 39):
+                record = {"iteration": it, "total_loss": 2.0 - it / 100, "time": 0.5}
+                record["eta_seconds"] = (max_iter - it - 1) * 0.5
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                # The sweep must report this iteration before the run goes on.
+                deadline = time.monotonic() + 10
+                expected = f"{out.parent.name}/{out.name}: iter {it + 1}/"
+                while not any(expected in line for line in lines):
+                    assert time.monotonic() < deadline, f"no progress line for iter {it + 1}"
+                    time.sleep(0.01)
+            f.write(json.dumps({"iteration": max_iter - 1, "bbox/AP": 1.0}) + "\n")
+        (out / "model_final.pth").write_bytes(b"final")
+        return 0
+
+    outcome = run_sweep(runs, runner, echo=lines.append, progress_seconds=0, poll_seconds=0.01)
+    assert len(outcome["done"]) == 2
+    first = f"[1/2] {STEM}/frn/ipg1/seed0: "
+    # 2380 iterations left at 0.5 s; then ipg4's 2400 images at this run's 0.5 s an image.
+    assert (
+        first + "iter 20/2400 (1%), total_loss 1.810, 0.50 s/iter, ETA 19m50s (sweep ~39m50s)"
+        in lines
+    )
+    assert (
+        first + "iter 40/2400 (2%), total_loss 1.610, 0.50 s/iter, ETA 19m40s (sweep ~39m40s)"
+        in lines
+    )
+    second = f"[2/2] {STEM}/frn/ipg4/seed0: "
+    assert second + "iter 40/600 (7%), total_loss 1.610, 0.50 s/iter, ETA 4m40s (sweep ~4m40s)" in (
+        lines
+    )
+    # Each record is reported once, in order, between the run's start and end lines.
+    progress = [line for line in lines if ": iter " in line]
+    assert len(progress) == 4
+    assert lines.index(progress[0]) > 0 and "done in" in lines[lines.index(progress[1]) + 1]
+
+
+def test_progress_lines_are_throttled_and_the_last_record_is_shown_at_the_end(tmp_path):
+    [run] = _grid(tmp_path, norms=["gn"], ims_per_gpu=[4])
+    lines = []
+
+    def runner(command, log_path):
+        with (run.output_dir / "metrics.json").open("a") as f:
+            for it in (19, 39, 59):
+                f.write(json.dumps({"iteration": it, "total_loss": 1.0}) + "\n")
+                f.flush()
+                deadline = time.monotonic() + 10
+                while it == 19 and not any(": iter 20/" in line for line in lines):
+                    assert time.monotonic() < deadline, "no progress line for iter 20"
+                    time.sleep(0.01)
+        return 1
+
+    run_sweep([run], runner, echo=lines.append, progress_seconds=3600, poll_seconds=0.01)
+    # Without detectron2's timing the wall clock gives s/iter and ETA.
+    assert [line.split(": ", 1)[1].split(",")[0] for line in lines if ": iter " in line] == [
+        "iter 20/600 (3%)",
+        "iter 60/600 (10%)",
+    ]
+    assert "s/iter, ETA " in lines[-2] and lines[-1].startswith("[1/1] ") and "FAILED" in lines[-1]
+
+
 def test_a_tiny_real_run_goes_through_train_net_and_is_skipped_the_second_time(
     tmp_path, tiny_shapes, monkeypatch, capsys
 ):
@@ -239,6 +310,9 @@ def test_a_tiny_real_run_goes_through_train_net_and_is_skipped_the_second_time(
     assert (trained["IMS_PER_BATCH"], trained["BASE_LR"], trained["MAX_ITER"]) == (2, 0.08, 2)
     assert {"bbox/AP", "segm/AP"} <= done["results"].keys()
     assert (folder / "model_final.pth").is_file()
+
+    # The run's one metrics record, shown by the sweep (at its end, with 2 iterations).
+    assert f"{STEM}/frn/ipg2/seed0: iter 2/2 (100%), total_loss " in capsys.readouterr().out
 
     assert main(argv, counting_runner) == 0
     assert len(calls) == 1
