@@ -17,13 +17,14 @@ import csv
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, NullLocator
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 from frn_det.sweep import (
     METRICS_FILE,
@@ -48,6 +49,7 @@ __all__ = [
     "plot_ap_vs_ims_per_gpu",
     "plot_training_curves",
     "summarize",
+    "training_curves_figure",
     "write_csv",
     "write_json",
 ]
@@ -330,48 +332,97 @@ def plot_ap_vs_ims_per_gpu(points: Sequence[Point], path: str | os.PathLike) -> 
     fig.savefig(path, dpi=120)
 
 
-def plot_training_curves(
-    metrics_path: str | os.PathLike, path: str | os.PathLike, title: str = ""
-) -> int:
-    """Total loss and AP (box, mask) over iterations from a detectron2 ``metrics.json``,
-    saved as a PNG with two subplots. Unreadable lines (a torn last line of a killed run)
-    are skipped; where a resumed run repeats iterations the later values are drawn.
+# Up to this many logged points a curve gets a marker at each one: a short run (or one
+# that just started) logs a handful, which a bare line would draw as nothing.
+MARKER_POINTS = 60
+# Loss terms of detectron2's R-CNNs and RetinaNet, drawn thinly under total_loss.
+_LOSS_RE = re.compile(r"^loss_")
 
-    Returns:
-        The number of lines skipped as unreadable.
-    """
-    records, skipped = read_metrics(metrics_path)
-    by_iteration = metrics_by_iteration(records)
+
+def _line_style(count: int) -> dict[str, Any]:
+    return {"marker": "o", "markersize": 3} if count <= MARKER_POINTS else {}
+
+
+def training_curves_figure(
+    by_iteration: Mapping[int, Mapping[str, Any]], title: str = "", max_iter: int | None = None
+) -> Figure:
+    """The figure ``plot_training_curves`` saves, from metrics.json records merged per
+    iteration (``frn_det.sweep.metrics_by_iteration``): total loss (and each ``loss_*``
+    term, thin) over iterations on the left, box and mask AP at each evaluation on the
+    right, on one iteration axis from 0 to ``max_iter`` (else the last iteration logged).
+    Curves of up to MARKER_POINTS points get markers; AP points are labelled with their
+    value."""
     fig = Figure(figsize=(10, 3.6), layout="constrained")
-    loss_ax, ap_ax = fig.subplots(1, 2)
-    losses = [(i, r["total_loss"]) for i, r in by_iteration.items() if "total_loss" in r]
+    loss_ax, ap_ax = fig.subplots(1, 2, sharex=True)
+    losses = [(i + 1, r["total_loss"]) for i, r in by_iteration.items() if "total_loss" in r]
     if losses:
-        loss_ax.plot([i for i, _ in losses], [v for _, v in losses], lw=1)
+        terms = sorted({k for r in by_iteration.values() for k in r if _LOSS_RE.match(k)})
+        for term in terms:
+            points = [(i + 1, r[term]) for i, r in by_iteration.items() if term in r]
+            loss_ax.plot(*zip(*points, strict=True), lw=0.8, alpha=0.6, label=term,
+                         **_line_style(len(points)))  # fmt: skip
+        loss_ax.plot(*zip(*losses, strict=True), lw=1.6, color="k", label="total_loss",
+                     **_line_style(len(losses)))  # fmt: skip
+        loss_ax.set_ylim(bottom=0)
+        loss_ax.legend(fontsize=7, ncols=2)
     else:
         loss_ax.text(
             0.5, 0.5, "no losses yet", ha="center", va="center", transform=loss_ax.transAxes
         )
-    loss_ax.set(title="total loss", xlabel="iteration", ylabel="total_loss")
-    drawn = False
+    loss_ax.set(title="loss", xlabel="iterations trained", ylabel="loss")
+    drawn = []
     for metric, label in METRICS:
-        points = [(i, metric_value(r, metric)) for i, r in by_iteration.items()]
-        points = [(i, v) for i, v in points if v is not None]
-        if points:
-            drawn = True
-            ap_ax.plot([i for i, _ in points], [v for _, v in points], marker="o", label=label)
+        # detectron2 logs an evaluation made during training with the index of the step
+        # before it (99 after 100 steps), and the one after training at MAX_ITER itself.
+        points = [
+            (i + 1 if "total_loss" in r else i, metric_value(r, metric))
+            for i, r in by_iteration.items()
+        ]
+        points = [(i, v) for i, v in points if v is not None and math.isfinite(v)]
+        if not points:
+            continue
+        xs, ys = zip(*points, strict=True)
+        (line,) = ap_ax.plot(xs, ys, label=label, **{**_line_style(len(points)), "markersize": 5})
+        drawn.extend(ys)
+        if len(points) <= 12:
+            for x, y in points:
+                ap_ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 5),
+                               ha="center", fontsize=7, color=line.get_color())  # fmt: skip
     if drawn:
+        ap_ax.set_ylim(0, max(max(drawn) * 1.2, 1.0))
         ap_ax.legend(fontsize=8)
     else:
         ap_ax.text(
             0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ap_ax.transAxes
         )
-    ap_ax.set(title="AP", xlabel="iteration", ylabel="AP (%)")
+    ap_ax.set(title="AP at each evaluation", xlabel="iterations trained", ylabel="AP (%)")
+    last = max(by_iteration, default=0) + 1
+    loss_ax.set_xlim(0, max(max_iter or 0, last, 1) * 1.03)
+    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (loss_ax, ap_ax):
         ax.grid(True, alpha=0.3)
     if title:
-        fig.suptitle(
-            title + (f" ({skipped} unreadable line(s) skipped)" if skipped else ""), fontsize=10
-        )
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_training_curves(
+    metrics_path: str | os.PathLike,
+    path: str | os.PathLike,
+    title: str = "",
+    max_iter: int | None = None,
+) -> int:
+    """Loss and AP (box, mask) over iterations from a detectron2 ``metrics.json``, saved
+    as a PNG (``training_curves_figure``). Unreadable lines (a torn last line of a killed
+    run) are skipped; where a resumed run repeats iterations the later values are drawn.
+
+    Returns:
+        The number of lines skipped as unreadable.
+    """
+    records, skipped = read_metrics(metrics_path)
+    if skipped:
+        title += f" ({skipped} unreadable line(s) skipped)"
+    fig = training_curves_figure(metrics_by_iteration(records), title, max_iter)
     fig.savefig(path, dpi=100)
     return skipped
 
@@ -416,7 +467,7 @@ def summarize(
             images = f"{k.ims_per_gpu} image{'s' if k.ims_per_gpu > 1 else ''}/GPU"
             title = f"{k.config_stem} {k.norm}, {images}, seed {k.seed}"
             title += f": {record.describe()}"
-            plot_training_curves(metrics, png, title)
+            plot_training_curves(metrics, png, title, record.state.max_iter)
             written[f"curves:{record.folder.relative_to(output)}"] = png
     return written
 

@@ -15,8 +15,9 @@ from frn_det.summarize import (
     markdown_table,
     plot_training_curves,
     summarize,
+    training_curves_figure,
 )
-from frn_det.sweep import read_metrics
+from frn_det.sweep import metrics_by_iteration, read_metrics
 
 
 def _valid_png(path):
@@ -132,6 +133,37 @@ def test_training_curves_come_from_metrics_json_with_a_torn_last_line(tmp_path):
     _valid_png(png)
     records, skipped = read_metrics(metrics)
     assert skipped == 1 and len(records) == 26
+
+
+def test_training_curves_of_a_short_run_have_markers_and_ap_at_each_evaluation():
+    records = [
+        {"iteration": 0, "total_loss": 3.0, "loss_cls": 1.0},
+        {"iteration": 1, "total_loss": 2.0, "loss_cls": 0.8},
+        # During training at the index of the last step (2 trained), after it at MAX_ITER.
+        {"iteration": 1, "bbox/AP": 5.0, "segm/AP": 4.0},
+        {"iteration": 4, "bbox/AP": 7.0, "segm/AP": float("nan")},
+    ]
+    loss_ax, ap_ax = training_curves_figure(metrics_by_iteration(records), max_iter=4).axes
+    lines = {line.get_label(): line for line in loss_ax.get_lines() + ap_ax.get_lines()}
+    assert list(lines["total_loss"].get_xdata()) == [1, 2]
+    assert list(lines["loss_cls"].get_ydata()) == [1.0, 0.8]
+    assert list(lines["box AP"].get_xdata()) == [2, 4] and list(lines["box AP"].get_ydata()) == [
+        5,
+        7,
+    ]
+    assert list(lines["mask AP"].get_xdata()) == [2]
+    assert all(line.get_marker() == "o" for line in lines.values())
+    assert loss_ax.get_xlim()[0] == 0 and loss_ax.get_xlim()[1] >= 4
+    assert ap_ax.get_ylim()[0] == 0 and ap_ax.get_ylim()[1] > 7
+    assert sorted(t.get_text() for t in ap_ax.texts) == ["4.0", "5.0", "7.0"]
+
+    # One logged point is drawn, not an empty panel.
+    (single,) = training_curves_figure({0: {"iteration": 0, "total_loss": 1.0}}).axes[0].get_lines()
+    assert single.get_marker() == "o" and len(single.get_xdata()) == 1
+
+    long_run = {i: {"iteration": i, "total_loss": 1.0} for i in range(0, 2000, 20)}
+    (line,) = training_curves_figure(long_run).axes[0].get_lines()
+    assert line.get_marker() in ("None", None, "")
 
 
 def test_the_command_line_prints_the_table_and_names_a_missing_folder(sweep_out, tmp_path, capsys):
