@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,7 +44,9 @@ from frn_det.evaluation import FRNCOCOEvaluator
 from frn_det.layers import TLU, FilterResponseNorm2d, set_frn_impl
 from frn_det.solver import get_optimizer_params
 
-FOLDER = Path(__file__).resolve().parents[2] / "configs" / "new_baselines"
+REPO = Path(__file__).resolve().parents[2]
+FOLDER = REPO / "configs" / "new_baselines"
+TOOL = REPO / "tools" / "lazy_train_net.py"
 DEPTHS, EPOCHS, NORMS = (50, 101), (50, 100, 200, 400), ("frn", "gn", "bn")
 NAMES = [
     f"mask_rcnn_R_{d}_FPN_{e}ep_LSJ_{n}.py" for d, e, n in itertools.product(DEPTHS, EPOCHS, NORMS)
@@ -353,3 +359,52 @@ def test_a_shapes_sized_frn_lsj_config_trains_and_evaluates_on_the_cpu(shapes_ro
     assert checkpoint["iteration"] == 2
     taus = [m.tau for m in model.modules() if isinstance(m, FilterResponseNorm2d) and m.tlu]
     assert taus and any(bool((tau != 0).any()) for tau in taus)  # the TLU thresholds trained
+
+
+def test_a_killed_lazy_run_resumes_from_its_newest_complete_checkpoint(shapes_root, tmp_path):
+    out = tmp_path / "out"
+    cfg = load_lazy_config(FOLDER / "mask_rcnn_R_50_FPN_100ep_LSJ_gn.py")
+    cfg = prepare_lazy_config(shapes_sized(cfg, out), world_size=1)
+    cfg.train.eval_period = 0
+    do_train(cfg)
+    # As if killed after the checkpoint of iteration 1, mid-way through a metrics line.
+    (out / "model_final.pth").unlink()
+    (out / "last_checkpoint").write_text("model_0000001.pth")
+    with (out / "metrics.json").open("a") as f:
+        f.write('{"iteration": 2, "total_lo')
+
+    do_train(cfg, resume=True)
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    lines = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    iterations = [line["iteration"] for line in lines if "total_loss" in line]
+    assert iterations == sorted(set(iterations)) and iterations[-1] == 2
+    superseded = (out / "metrics.superseded.json").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in superseded if "total_loss" in line] == [2]
+
+
+def test_two_cpu_processes_train_a_syncbn_lazy_config_over_gloo(tmp_path):
+    # Another process reads the config: written as a YAML lazy config, as detectron2 saves one.
+    root = tmp_path / "datasets"
+    generate_shapes_dataset(root, num_train=4, num_val=2, seed=0)
+    out = tmp_path / "out"
+    cfg = load_lazy_config(FOLDER / "mask_rcnn_R_50_FPN_100ep_LSJ_bn.py")
+    cfg = shapes_sized(cfg, out)
+    model = cfg.model
+    model.backbone.bottom_up.stem.norm = model.backbone.bottom_up.stages.norm = "SyncBN"
+    model.backbone.norm = "SyncBN"
+    # As detectron2's SyncBN baseline: heads may see no RoIs on one process.
+    model.roi_heads.box_head.conv_norm = model.roi_heads.mask_head.conv_norm = "naiveSyncBN_N"
+    config = tmp_path / "config.yaml"
+    LazyConfig.save(cfg, str(config))
+
+    env = {**os.environ, "DETECTRON2_DATASETS": str(root), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(TOOL), "--config-file", str(config), "--num-gpus", "2"]
+    command += ["--ims-per-gpu", "1", "--dist-url", "auto"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = LazyConfig.load(str(out / "config.yaml"))
+    assert saved.dataloader.train.total_batch_size == 2  # 1 image x 2 processes
+    assert saved.train.device == "cpu"
+    checkpoint = torch.load(out / "model_final.pth", weights_only=True)
+    assert checkpoint["iteration"] == 2
+    assert any(k.endswith("res2.0.conv1.norm.running_var") for k in checkpoint["model"])
