@@ -371,6 +371,7 @@ def training_curves_figure(
         )
     loss_ax.set(title="loss", xlabel="iterations trained", ylabel="loss")
     drawn = []
+    undefined: set[int] = set()
     for metric, label in METRICS:
         # detectron2 logs an evaluation made during training with the index of the step
         # before it (99 after 100 steps), and the one after training at MAX_ITER itself.
@@ -378,6 +379,8 @@ def training_curves_figure(
             (i + 1 if "total_loss" in r else i, metric_value(r, metric))
             for i, r in by_iteration.items()
         ]
+        # COCO AP is NaN when a model predicted nothing.
+        undefined.update(i for i, v in points if v is not None and not math.isfinite(v))
         points = [(i, v) for i, v in points if v is not None and math.isfinite(v)]
         if not points:
             continue
@@ -391,10 +394,14 @@ def training_curves_figure(
     if drawn:
         ap_ax.set_ylim(0, max(max(drawn) * 1.2, 1.0))
         ap_ax.legend(fontsize=8)
-    else:
+    elif not undefined:
         ap_ax.text(
             0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ap_ax.transAxes
         )
+    if undefined:
+        at = ", ".join(str(i) for i in sorted(undefined))
+        ap_ax.text(0.5, 0.5 if not drawn else 0.08, f"AP undefined (nothing predicted) at {at}",
+                   ha="center", va="center", transform=ap_ax.transAxes, fontsize=8)  # fmt: skip
     ap_ax.set(title="AP at each evaluation", xlabel="iterations trained", ylabel="AP (%)")
     last = max(by_iteration, default=0) + 1
     loss_ax.set_xlim(0, max(max_iter or 0, last, 1) * 1.03)

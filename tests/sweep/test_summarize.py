@@ -155,7 +155,8 @@ def test_training_curves_of_a_short_run_have_markers_and_ap_at_each_evaluation()
     assert all(line.get_marker() == "o" for line in lines.values())
     assert loss_ax.get_xlim()[0] == 0 and loss_ax.get_xlim()[1] >= 4
     assert ap_ax.get_ylim()[0] == 0 and ap_ax.get_ylim()[1] > 7
-    assert sorted(t.get_text() for t in ap_ax.texts) == ["4.0", "5.0", "7.0"]
+    labels = sorted(t.get_text() for t in ap_ax.texts)
+    assert labels == ["4.0", "5.0", "7.0", "AP undefined (nothing predicted) at 4"]
 
     # One logged point is drawn, not an empty panel.
     (single,) = training_curves_figure({0: {"iteration": 0, "total_loss": 1.0}}).axes[0].get_lines()
