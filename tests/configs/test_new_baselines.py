@@ -251,6 +251,13 @@ def test_ims_per_gpu_rescales_the_lsj_schedule_from_its_batch_of_64():
     assert OmegaConf.to_yaml(cfg) == before
 
 
+def test_the_readme_overrides_turn_the_gn_model_into_the_frn_model():
+    frn = "{_target_:frn_det.engine.lazy.slot_norm,norm:FRN}"
+    overrides = [f"{key}={frn if key == 'model.backbone.norm' else 'FRN'}" for key in NORM_KEYS]
+    cfg = load_lazy_config(FOLDER / "mask_rcnn_R_50_FPN_100ep_LSJ_gn.py", overrides)
+    assert shapes(on_meta(cfg)) == shapes(on_meta(load("mask_rcnn_R_50_FPN_100ep_LSJ_frn.py")))
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
