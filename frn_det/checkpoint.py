@@ -44,6 +44,7 @@ from .layers.frn import _FilterResponseNorm
 __all__ = [
     "SAFE_GLOBALS",
     "CheckpointError",
+    "CheckpointKeysError",
     "CheckpointShapeError",
     "CorruptCheckpointError",
     "FRNCheckpointer",
@@ -89,7 +90,12 @@ class CorruptCheckpointError(CheckpointError):
 
 
 class CheckpointShapeError(CheckpointError):
-    """A checkpoint whose tensors do not have the model's shapes, when resuming."""
+    """A checkpoint whose tensors do not have the model's shapes, when resuming or
+    evaluating (``strict``)."""
+
+
+class CheckpointKeysError(CheckpointError):
+    """A checkpoint that lacks tensors of the model, when evaluating (``strict``)."""
 
 
 class NonFiniteCheckpointError(FloatingPointError):
@@ -311,6 +317,7 @@ class FRNCheckpointer(DetectionCheckpointer, _FRNKeepsItsOwnNorm):
         main process"; ``checkpointables`` are objects with ``state_dict`` to save too."""
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self._resuming = False
+        self._strict = False
         self._loading: str | None = None
 
     def save(self, name: str, **kwargs: Any) -> None:
@@ -374,6 +381,12 @@ class FRNCheckpointer(DetectionCheckpointer, _FRNKeepsItsOwnNorm):
         ``CorruptCheckpointError`` and unreadable ones the errors described in the class."""
         if path and _is_local(path):
             local = urlparse(path)._replace(query="").geturl()
+            if os.path.isdir(local):
+                raise CorruptCheckpointError(
+                    f"checkpoint {local} is a folder, not a checkpoint file (such as "
+                    f"{os.path.join(local, 'model_final.pth')}); to continue the run in that "
+                    "folder, give it as OUTPUT_DIR with --resume"
+                )
             if not os.path.isfile(local):
                 raise CorruptCheckpointError(f"checkpoint {local} does not exist")
         self._loading = path
@@ -385,32 +398,109 @@ class FRNCheckpointer(DetectionCheckpointer, _FRNKeepsItsOwnNorm):
             # load (a fallback to an older checkpoint) asserts that it is reset.
             self._parsed_url_during_load = None
 
-    def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
+    def resume_or_load(
+        self, path: str, *, resume: bool = True, strict: bool = False
+    ) -> dict[str, Any]:
         """With ``resume`` and a ``last_checkpoint`` in save_dir, load that checkpoint with
         all checkpointables, strictly (see the class); otherwise load only the model from
-        ``path`` (empty: nothing). Returns the checkpoint's remaining entries."""
+        ``path`` (empty: nothing), strictly if ``strict`` (``--eval-only``: every tensor
+        of the model must be in the checkpoint, with its shape). Returns the checkpoint's
+        remaining entries.
+
+        Raises:
+            CorruptCheckpointError: ``path`` cannot be read; or, resuming, neither the
+                checkpoint ``last_checkpoint`` names nor an older one beside it can.
+            CheckpointShapeError, CheckpointKeysError: see the class.
+        """
         if self.save_to_disk and self.save_dir and _is_local(self.save_dir):
             self.remove_stale_temporary_files()
         if not (resume and self.has_checkpoint()):
-            return self.load(path, checkpointables=[])
-        last = self.get_checkpoint_file()
+            self._strict = strict
+            try:
+                return self.load(path, checkpointables=[])
+            finally:
+                self._strict = False
+        if not _is_local(self.save_dir):
+            self._resuming = True
+            try:
+                return self.load(self.get_checkpoint_file())
+            finally:
+                self._resuming = False
+        return self._resume_from_folder()
+
+    def _resume_from_folder(self) -> dict[str, Any]:
+        tag = os.path.join(self.save_dir, LAST_CHECKPOINT)
+        name, problem = self._read_last_checkpoint()
+        named = os.path.join(self.save_dir, name) if name else None
+        older = self._older_checkpoints(named or "")
         self._resuming = True
         try:
-            first_error: CorruptCheckpointError | None = None
-            for candidate in [last, *self._older_checkpoints(last)]:
+            if named is not None:
                 try:
-                    return self.load(candidate)
+                    return self.load(named)
                 except CorruptCheckpointError as error:
-                    first_error = first_error or error
-                    logger.warning("Cannot resume from it: %s", error)
-            assert first_error is not None
-            raise first_error
+                    problem = f"{tag} names {name}, which cannot be loaded: {error}"
+            beside = ", ".join(os.path.basename(p) for p in older) or "none"
+            logger.warning(
+                "Cannot resume from it: %s. Complete checkpoints beside it, newest first: %s.",
+                problem,
+                beside,
+            )
+            failed = []
+            for candidate in older:
+                try:
+                    extra = self.load(candidate)
+                except CorruptCheckpointError as error:
+                    failed.append(f"{os.path.basename(candidate)} ({error})")
+                    continue
+                logger.warning("Resumed from %s instead.", candidate)
+                return extra
         finally:
             self._resuming = False
+        if failed:
+            tried = f"; none of the older checkpoints loads either: {'; '.join(failed)}"
+        else:
+            tried = f"; no older checkpoint (<prefix>_NNNNNNN.pth) is in {self.save_dir}"
+        raise CorruptCheckpointError(
+            f"cannot resume: {problem}{tried}. Remove {tag} to start from MODEL.WEIGHTS "
+            "instead, or write into it the file name of a checkpoint to resume from"
+        )
+
+    def _read_last_checkpoint(self) -> tuple[str, str]:
+        """The file name ``last_checkpoint`` holds and "", or "" and what is wrong with it."""
+        tag = os.path.join(self.save_dir, LAST_CHECKPOINT)
+        try:
+            with open(tag, "rb") as f:
+                data = f.read(4096)
+        except OSError as error:
+            return "", f"{tag} cannot be read ({error})"
+        try:
+            name = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            name = None
+        if name == "":
+            return "", (
+                f"{tag} is empty; it should hold the file name of the newest checkpoint, "
+                "e.g. model_0000999.pth"
+            )
+        if name is None or os.path.basename(name) != name or not name.isprintable():
+            return "", (
+                f"{tag} does not hold a file name (it starts with {data[:32]!r}); it should "
+                "hold the file name of the newest checkpoint, e.g. model_0000999.pth"
+            )
+        return name, ""
+
+    def get_checkpoint_file(self) -> str:
+        """The checkpoint ``last_checkpoint`` names, as a path ("" when it names none)."""
+        if not _is_local(self.save_dir):
+            return super().get_checkpoint_file()
+        name, _ = self._read_last_checkpoint()
+        return os.path.join(self.save_dir, name) if name else ""
 
     def _older_checkpoints(self, last: str) -> list[str]:
         # Numbered checkpoints of the same prefix before the one last_checkpoint names,
-        # newest first; all of them if it names another kind of file (model_final.pth).
+        # newest first; all of them if it names another kind of file (model_final.pth) or
+        # none ("").
         match = _NUMBERED.match(os.path.basename(last))
         try:
             names = os.listdir(self.save_dir)
@@ -476,6 +566,28 @@ class FRNCheckpointer(DetectionCheckpointer, _FRNKeepsItsOwnNorm):
                 "It was written by a run with another config; resume with the config.yaml "
                 "of its output folder, or start a new run from it with MODEL.WEIGHTS "
                 "(without --resume), which skips these tensors"
+            )
+        if not self._strict:
+            return incompatible
+        fix = (
+            "evaluate it with the config it was trained with (config.yaml in the output "
+            "folder of its run)"
+        )
+        if incompatible.incorrect_shapes:
+            raise CheckpointShapeError(
+                f"cannot evaluate checkpoint {self._loading} with this config: "
+                f"{len(incompatible.incorrect_shapes)} tensors do not have the model's "
+                f"shapes:\n{_format_shapes(incompatible.incorrect_shapes)}\n"
+                f"Their values would be random, and so the AP; {fix}"
+            )
+        if incompatible.missing_keys:
+            missing = incompatible.missing_keys
+            listed = ", ".join(missing[:_MAX_LISTED])
+            more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
+            raise CheckpointKeysError(
+                f"cannot evaluate checkpoint {self._loading} with this config: it lacks "
+                f"{len(missing)} of the model's tensors ({listed}{more}), which would keep "
+                f"their random initial values; {fix}"
             )
         return incompatible
 

@@ -14,12 +14,24 @@ import itertools
 import logging
 import math
 import numbers
+from collections.abc import Collection
 
 from detectron2.config import CfgNode
 
-__all__ = ["apply_ims_per_gpu", "check_ims_per_gpu"]
+__all__ = ["RESCALED_KEYS", "apply_ims_per_gpu", "check_ims_per_gpu"]
 
 logger = logging.getLogger(__name__)
+
+RESCALED_KEYS = (
+    "SOLVER.BASE_LR",
+    "SOLVER.BASE_LR_END",
+    "SOLVER.MAX_ITER",
+    "SOLVER.STEPS",
+    "SOLVER.WARMUP_ITERS",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "TEST.EVAL_PERIOD",
+)
+"""The keys ``apply_ims_per_gpu`` rescales (besides setting IMS_PER_BATCH)."""
 
 
 def check_ims_per_gpu(value: object) -> int:
@@ -48,7 +60,7 @@ def _round(x: float) -> int:
 
 
 def _scale_steps(
-    steps: tuple[int, ...], max_iter: int, scale: float, new_max_iter: int
+    steps: tuple[int, ...], max_iter: int, scale: float, new_max_iter: int | None
 ) -> tuple[int, ...]:
     if any(a >= b for a, b in itertools.pairwise(steps)):
         raise ValueError(
@@ -61,7 +73,7 @@ def _scale_steps(
             # Rounding a short schedule up to a bigger batch can merge two steps; keep each
             # LR drop as its own milestone, as the scheduler requires.
             new = max(new, new_steps[-1] + 1)
-        if step < max_iter and new >= new_max_iter:
+        if new_max_iter is not None and step < max_iter and new >= new_max_iter:
             raise ValueError(
                 f"SOLVER.STEPS {tuple(steps)} with SOLVER.MAX_ITER {max_iter} is too short a "
                 f"schedule to rescale by a total-batch factor of {scale:g}: the steps would "
@@ -77,7 +89,7 @@ def _scale_period(period: int, scale: float) -> int:
     return 0 if period == 0 else max(_round(period / scale), 1)
 
 
-def apply_ims_per_gpu(cfg: CfgNode, world_size: int) -> CfgNode:
+def apply_ims_per_gpu(cfg: CfgNode, world_size: int, keep: Collection[str] = ()) -> CfgNode:
     """Rescale ``cfg``'s schedule for SOLVER.IMS_PER_GPU images on each of ``world_size`` GPUs.
 
     With ``N = SOLVER.IMS_PER_GPU`` and ``R = SOLVER.REFERENCE_WORLD_BATCH`` (the total batch
@@ -100,6 +112,8 @@ def apply_ims_per_gpu(cfg: CfgNode, world_size: int) -> CfgNode:
     Args:
         cfg: a config with frn-det's keys (``frn_det.config.add_frn_config``). Not modified.
         world_size: the number of training processes (GPUs), num_gpus * num_machines.
+        keep: keys of ``RESCALED_KEYS`` to leave as they are (values a user typed on the
+            command line: an explicit value wins over the rescaling).
     Returns:
         A new config (frozen if ``cfg`` was), or ``cfg`` itself when IMS_PER_GPU is 0.
     Raises:
@@ -121,6 +135,9 @@ def apply_ims_per_gpu(cfg: CfgNode, world_size: int) -> CfgNode:
         raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
     if world_size < 1:
         raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
+    unknown = sorted(set(keep) - set(RESCALED_KEYS))
+    if unknown:
+        raise ValueError(f"keep: {unknown} are not rescaled keys; those are {RESCALED_KEYS}")
     reference = cfg.SOLVER.REFERENCE_WORLD_BATCH
     if isinstance(reference, bool) or not isinstance(reference, numbers.Integral) or reference < 1:
         raise ValueError(
@@ -148,36 +165,48 @@ def apply_ims_per_gpu(cfg: CfgNode, world_size: int) -> CfgNode:
     scale = batch / reference
     solver = cfg.SOLVER
     max_iter = max(_round(solver.MAX_ITER / scale), 1)
-    steps = _scale_steps(tuple(solver.STEPS), solver.MAX_ITER, scale, max_iter)
+    steps = tuple(solver.STEPS)
+    if "SOLVER.STEPS" not in keep:
+        # Against an explicit MAX_ITER the steps' relation to it is the user's to choose.
+        checked_max_iter = None if "SOLVER.MAX_ITER" in keep else max_iter
+        steps = _scale_steps(steps, solver.MAX_ITER, scale, checked_max_iter)
+    rescaled = {
+        "SOLVER.BASE_LR": solver.BASE_LR * scale,
+        "SOLVER.BASE_LR_END": solver.BASE_LR_END * scale,
+        "SOLVER.MAX_ITER": max_iter,
+        "SOLVER.STEPS": steps,
+        "SOLVER.WARMUP_ITERS": _round(solver.WARMUP_ITERS / scale),
+        "SOLVER.CHECKPOINT_PERIOD": _scale_period(solver.CHECKPOINT_PERIOD, scale),
+        "TEST.EVAL_PERIOD": _scale_period(cfg.TEST.EVAL_PERIOD, scale),
+    }
 
     cfg = cfg.clone()
     frozen = cfg.is_frozen()
     cfg.defrost()
-    solver = cfg.SOLVER
-    solver.IMS_PER_BATCH = batch
-    solver.BASE_LR = solver.BASE_LR * scale
-    solver.BASE_LR_END = solver.BASE_LR_END * scale
-    solver.MAX_ITER = max_iter
-    solver.STEPS = steps
-    solver.WARMUP_ITERS = _round(solver.WARMUP_ITERS / scale)
-    solver.CHECKPOINT_PERIOD = _scale_period(solver.CHECKPOINT_PERIOD, scale)
-    cfg.TEST.EVAL_PERIOD = _scale_period(cfg.TEST.EVAL_PERIOD, scale)
-    solver.REFERENCE_WORLD_BATCH = batch
+    changes = []
+    for key, value in rescaled.items():
+        section, name = key.split(".")
+        before = cfg[section][name]
+        if key in keep or value == before:
+            continue
+        cfg[section][name] = value
+        changes.append(f"{key} {_show(before)} -> {_show(value)}")
+    cfg.SOLVER.IMS_PER_BATCH = batch
+    cfg.SOLVER.REFERENCE_WORLD_BATCH = batch
     if frozen:
         cfg.freeze()
+    kept = [f"{key}={_show(cfg[key.split('.')[0]][key.split('.')[1]])}" for key in keep]
     logger.info(
-        "Rescaled the schedule from a total batch of %d to %d (%d images/GPU x %d GPUs): "
-        "BASE_LR=%g, MAX_ITER=%d, STEPS=%s, WARMUP_ITERS=%d, CHECKPOINT_PERIOD=%d, "
-        "EVAL_PERIOD=%d.",
+        "Rescaled the schedule from a total batch of %d to %d (%d images/GPU x %d GPUs): %s.%s",
         reference,
         batch,
         ims_per_gpu,
         world_size,
-        solver.BASE_LR,
-        solver.MAX_ITER,
-        solver.STEPS,
-        solver.WARMUP_ITERS,
-        solver.CHECKPOINT_PERIOD,
-        cfg.TEST.EVAL_PERIOD,
+        "; ".join(changes) or "nothing changed",
+        f" Kept as given on the command line: {', '.join(sorted(kept))}." if kept else "",
     )
     return cfg
+
+
+def _show(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -8,46 +8,66 @@ Usage (the conventions of detectron2's ``tools/train_net.py``)::
 On a machine without CUDA, MODEL.DEVICE becomes "cpu" and the ``--num-gpus`` processes
 talk over gloo instead of NCCL.
 
-Bad input (a missing config file, an unknown key or norm, a batch the processes cannot
-share, a missing or malformed dataset) raises ``validation.InputError`` while the config is
-built, before any process trains; ``exit_on_bad_input`` turns it into a one-paragraph
-message and exit status 2.
+Bad input (a missing config file, an unknown key or norm, a value out of range, a batch
+the processes cannot share, a missing or malformed dataset, an unusable OUTPUT_DIR, a
+checkpoint that cannot be read or does not fit the model) raises ``validation.InputError``
+in the launching process, before any process starts or anything is written;
+``exit_on_bad_input`` turns it into a one-paragraph message and exit status 2. A run that
+fails later for a reason it explains (a non-finite loss) exits with status 1 and that
+explanation, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from detectron2.config import CfgNode
-from detectron2.engine import default_argument_parser, default_setup
+from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.collect_env import collect_env_info
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
+from torch.multiprocessing import ProcessExitedException
 
 # Imported for their registrations: FRN-aware components and the embedded datasets.
 import frn_det.data  # noqa: F401
 import frn_det.modeling  # noqa: F401
-from frn_det.checkpoint import FRNCheckpointer
+from frn_det.checkpoint import CheckpointError, FRNCheckpointer, NonFiniteCheckpointError
 from frn_det.data.shapes import ShapesDatasetError
 
-from .batch import check_ims_per_gpu
+from .batch import RESCALED_KEYS, check_ims_per_gpu
 from .launch import distributed_backend, launch
-from .trainer import Trainer, log_results, prepare_config
+from .trainer import NonFiniteLossError, Trainer, log_results, prepare_config
 from .validation import InputError, check_config, check_datasets, explain_config_error, load_config
+
+logger = logging.getLogger(__name__)
+
+EXIT_BAD_INPUT = 2
+"""Exit status for bad input (argparse's for a bad command line)."""
+EXIT_FAILED_RUN = 1
+"""Exit status for a run that started and stopped for a reason it explains (divergence)."""
 
 __all__ = [
     "argument_parser",
     "backend_for_args",
     "build_config",
     "check_args",
+    "check_launch_args",
+    "check_output_dir",
+    "check_weights",
     "exit_on_bad_input",
     "main",
+    "save_config",
     "setup",
 ]
 
@@ -77,6 +97,22 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_launch_args(args: argparse.Namespace) -> None:
+    """Raise ``InputError`` unless ``--num-gpus``, ``--num-machines`` and ``--machine-rank``
+    describe at least one process (detectron2's launch starts none for ``--num-gpus -1``,
+    and divides by zero for 0)."""
+    for flag, value in (("--num-gpus", args.num_gpus), ("--num-machines", args.num_machines)):
+        if value < 1:
+            raise InputError(
+                f"{flag} must be an integer >= 1 (processes per machine, machines), got {value}"
+            )
+    if not 0 <= args.machine_rank < args.num_machines:
+        raise InputError(
+            f"--machine-rank must be between 0 and --num-machines - 1 "
+            f"({args.num_machines - 1}), got {args.machine_rank}"
+        )
+
+
 def _world_size(args: argparse.Namespace) -> int:
     # Inside a launched process the process group is the truth; before launch (choosing the
     # backend) the command line is all there is.
@@ -92,14 +128,24 @@ def _merged_config(args: argparse.Namespace) -> CfgNode:
     return cfg
 
 
+def _typed_schedule_keys(args: argparse.Namespace) -> list[str]:
+    """The rescaled keys given as KEY VALUE options: per-GPU batch scaling keeps them as
+    typed, unless SOLVER.REFERENCE_WORLD_BATCH is given too, which declares them a schedule
+    written for that batch (how a sweep passes a shortened reference schedule)."""
+    keys = list((args.opts or [])[::2])
+    if "SOLVER.REFERENCE_WORLD_BATCH" in keys:
+        return []
+    return [key for key in RESCALED_KEYS if key in keys]
+
+
 def _prepared_config(merged: CfgNode, args: argparse.Namespace) -> CfgNode:
     world_size = _world_size(args)
     try:
-        cfg = prepare_config(merged, world_size)
+        cfg = prepare_config(merged, world_size, keep=_typed_schedule_keys(args))
     except ValueError as error:
         # apply_ims_per_gpu's errors are all about config values (IMS_PER_GPU, STEPS, ...).
         raise InputError(str(error)) from error
-    check_config(cfg, world_size)
+    check_config(cfg, world_size, train=not getattr(args, "eval_only", False))
     cfg.freeze()
     return cfg
 
@@ -109,6 +155,10 @@ def build_config(args: argparse.Namespace) -> CfgNode:
     the trailing ``KEY VALUE`` options and ``--ims-per-gpu``, prepared for the world size
     (``prepare_config``: per-GPU batch scaling, CPU fallback). Sets up no logging.
 
+    Schedule values typed among the ``KEY VALUE`` options (SOLVER.MAX_ITER 10) are used as
+    typed: ``--ims-per-gpu`` rescales only the others, unless SOLVER.REFERENCE_WORLD_BATCH
+    is typed too (then the typed schedule is the one written for that batch).
+
     Raises:
         InputError: for bad input in the config (``validation.load_config`` and
             ``validation.check_config``); datasets are not checked (see ``check_args``).
@@ -116,16 +166,110 @@ def build_config(args: argparse.Namespace) -> CfgNode:
     return _prepared_config(_merged_config(args), args)
 
 
+def check_output_dir(cfg: CfgNode) -> None:
+    """Raise ``InputError`` unless OUTPUT_DIR is a folder this process can write to, or can
+    be created. Nothing is created."""
+    output_dir = cfg.OUTPUT_DIR
+    if not output_dir or "://" in output_dir:
+        return
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise InputError(
+            f"OUTPUT_DIR {output_dir} is a file, not a folder; give a folder for the run's "
+            "checkpoints, logs and results (it is created when missing)"
+        )
+    existing = os.path.abspath(output_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise InputError(
+            f"OUTPUT_DIR {output_dir} cannot be created: {existing} is a file, not a folder"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = (
+            "is"
+            if existing == os.path.abspath(output_dir)
+            else f"would be created in {existing}, which is"
+        )
+        raise InputError(
+            f"OUTPUT_DIR {output_dir} {what} not writable (permissions or a read-only file "
+            "system); give a folder you can write to"
+        )
+
+
+def _has_last_checkpoint(cfg: CfgNode) -> bool:
+    return bool(cfg.OUTPUT_DIR) and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+
+
+def check_weights(cfg: CfgNode, eval_only: bool, resume: bool) -> None:
+    """Raise ``InputError`` unless the checkpoint the run starts from loads into the model
+    the config builds: with ``resume`` and a ``last_checkpoint`` in OUTPUT_DIR, that
+    checkpoint (strictly: same shapes); else the local file MODEL.WEIGHTS (for
+    ``eval_only`` strictly: every tensor of the model, with its shape; for training only
+    readable, since fine-tuning skips tensors of other shapes). ``eval_only`` without
+    either is refused: it would evaluate a randomly initialised model.
+
+    The model is built on the meta device (no memory, no initialisation), so the check
+    costs about one read of the checkpoint. Remote weights (URLs, detectron2://) are
+    not fetched here.
+    """
+    resuming = resume and _has_last_checkpoint(cfg)
+    weights = cfg.MODEL.WEIGHTS
+    if not resuming and not weights:
+        if eval_only:
+            hint = (
+                f" (--resume finds no last_checkpoint in OUTPUT_DIR {cfg.OUTPUT_DIR})"
+                if resume
+                else ""
+            )
+            raise InputError(
+                "--eval-only needs a checkpoint to evaluate: MODEL.WEIGHTS is empty"
+                f"{hint}, so a randomly initialised model would be evaluated; give "
+                "MODEL.WEIGHTS path/to/model_final.pth"
+            )
+        return
+    if not resuming and "://" in weights:
+        return
+    meta = cfg.clone()
+    meta.defrost()
+    meta.MODEL.DEVICE = "meta"
+    with torch.device("meta"):
+        model = Trainer.build_model(meta)
+    checkpointer = FRNCheckpointer(model, cfg.OUTPUT_DIR, save_to_disk=False)
+    # Loading into meta tensors copies nothing, as torch warns for every tensor.
+    source = (
+        f"--resume (from OUTPUT_DIR {cfg.OUTPUT_DIR})" if resuming else f"MODEL.WEIGHTS {weights}"
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".* to a meta parameter in the current")
+            checkpointer.resume_or_load(weights, resume=resuming, strict=eval_only)
+    except CheckpointError as error:
+        raise InputError(f"{source}: {error}") from error
+
+
 def check_args(args: argparse.Namespace) -> CfgNode:
-    """``build_config`` plus ``validation.check_datasets`` (the test datasets, and the
-    training ones unless ``--eval-only``): everything ``setup`` would refuse, checked once in
-    the launching process, before any training process starts. Returns the config.
+    """Everything ``main`` would refuse, checked once in the launching process before any
+    training process starts and before anything is written: the launch flags
+    (``check_launch_args``), the config (``build_config``), the datasets
+    (``validation.check_datasets``: the test datasets, and the training ones unless
+    ``--eval-only``), OUTPUT_DIR (``check_output_dir``) and the checkpoint the run starts
+    from (``check_weights``). Returns the config.
 
     Raises:
-        InputError: naming the bad config file, key, value or dataset.
+        InputError: naming the bad flag, config file, key, value, dataset or checkpoint.
     """
+    check_launch_args(args)
     cfg = build_config(args)
+    datasets = "DATASETS.TEST" if args.eval_only else "DATASETS.TRAIN"
+    if not args.config_file and not cfg.DATASETS[datasets.split(".")[1]]:
+        raise InputError(
+            f"no --config-file given, and detectron2's defaults name no dataset ({datasets} "
+            "is ()); give the config of an experiment, e.g. --config-file "
+            "configs/Shapes/mask_rcnn_R_18_FPN_frn.yaml"
+        )
     check_datasets(cfg, train=not args.eval_only)
+    check_output_dir(cfg)
+    check_weights(cfg, eval_only=args.eval_only, resume=args.resume)
     return cfg
 
 
@@ -135,7 +279,8 @@ def exit_on_bad_input(prog: str | None = None) -> Iterator[None]:
     (argparse's status for a bad command line) instead of a traceback.
 
     Bad input is an ``InputError``, a ``ShapesDatasetError`` (the embedded dataset cannot
-    be written or is damaged on disk), or a config merge error that
+    be written or is damaged on disk), a ``CheckpointError`` (a checkpoint that cannot be
+    read, or does not fit the model where it must), or a config merge error that
     ``validation.explain_config_error`` recognises (for scripts that call detectron2's
     ``merge_from_file`` themselves). Anything else propagates unchanged.
 
@@ -144,20 +289,20 @@ def exit_on_bad_input(prog: str | None = None) -> Iterator[None]:
     """
     try:
         yield
-    except (InputError, ShapesDatasetError) as error:
-        _exit_with(str(error), prog)
+    except (InputError, ShapesDatasetError, CheckpointError) as error:
+        _exit_with(str(error), prog, EXIT_BAD_INPUT)
     except (KeyError, AssertionError, ValueError) as error:
         explained = explain_config_error(error)
         if explained is None:
             raise
-        _exit_with(str(explained), prog)
+        _exit_with(str(explained), prog, EXIT_BAD_INPUT)
 
 
-def _exit_with(message: str, prog: str | None) -> None:
+def _exit_with(message: str, prog: str | None, status: int) -> None:
     # One paragraph: the messages are single lines, but a wrapped library error may not be.
     message = " ".join(message.split())
     print(f"{prog or os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(status)
 
 
 def backend_for_args(args: argparse.Namespace) -> str:
@@ -165,58 +310,156 @@ def backend_for_args(args: argparse.Namespace) -> str:
     return distributed_backend(build_config(args).MODEL.DEVICE)
 
 
-def setup(args: argparse.Namespace) -> CfgNode:
-    """``build_config`` with logging: frn-det's logger first, so that the per-GPU rescaling
-    and the device choice are logged to the console and OUTPUT_DIR/log.txt, then detectron2's
-    ``default_setup`` (its logger, config.yaml, seeds).
+def _log_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
+    # What detectron2's default_setup logs, without its terminal colours (they would end up
+    # in log.txt) and without writing config.yaml (see save_config).
+    log = logging.getLogger("detectron2")
+    log.info("Rank of current process: %d. World size: %d", comm.get_rank(), comm.get_world_size())
+    log.info("Environment info:\n%s", collect_env_info())
+    log.info("Command line arguments: %s", args)
+    if args.config_file:
+        with open(args.config_file, encoding="utf-8") as f:
+            log.info("Contents of args.config_file=%s:\n%s", args.config_file, f.read())
+    log.info("Running with full config:\n%s", cfg.dump())
+
+
+def setup(args: argparse.Namespace, *, write_config: bool = True) -> CfgNode:
+    """``build_config`` with logging: frn-det's, detectron2's and fvcore's loggers to the
+    console and OUTPUT_DIR/log.txt (plain text), the config logged, seeds set from SEED
+    (plus the rank), cuDNN benchmarking from CUDNN_BENCHMARK when training, and, if
+    ``write_config``, OUTPUT_DIR/config.yaml written (``save_config``).
 
     Raises:
-        InputError: as ``check_args``, before ``default_setup`` writes config.yaml.
+        InputError: as ``build_config`` and ``validation.check_datasets``, before
+            anything is written.
     """
     merged = _merged_config(args)
-    setup_logger(merged.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="frn_det")
+    rank = comm.get_rank()
+    setup_logger(merged.OUTPUT_DIR, distributed_rank=rank, name="frn_det")
     cfg = _prepared_config(merged, args)
     check_datasets(cfg, train=not args.eval_only)
-    default_setup(cfg, args)
+    if comm.is_main_process() and cfg.OUTPUT_DIR:
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank, name="fvcore")
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank)
+    _log_setup(cfg, args)
+    if write_config:
+        save_config(cfg)
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    if not args.eval_only:
+        torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
     return cfg
 
 
+def save_config(cfg: CfgNode) -> None:
+    """Write ``cfg`` to OUTPUT_DIR/config.yaml on the main process (what ``--config-file``
+    takes to run it again)."""
+    if not (comm.is_main_process() and cfg.OUTPUT_DIR):
+        return
+    path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(cfg.dump())
+    logging.getLogger("detectron2").info("Full config saved to %s", path)
+
+
+class _OneLineStop(logging.Filter):
+    """On detectron2's training loop logger: its "Exception during training" record of a
+    ``NonFiniteLossError`` becomes one line without the traceback (the error already
+    names the iteration, the loss terms and what to change)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, NonFiniteLossError | NonFiniteCheckpointError):
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "Training stopped: %s",
+                (error,),
+                None,
+                None,
+            )
+        return True
+
+
 def main(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Train (and evaluate at the end), or with ``--eval-only`` evaluate MODEL.WEIGHTS.
+    """Train (and evaluate at the end), or with ``--eval-only`` evaluate MODEL.WEIGHTS
+    (strictly: the checkpoint must fit the model the config builds).
 
     Runs in every process. Returns the evaluation results (``{}`` on processes other than
     the main one; None when nothing was evaluated) and logs a box/mask AP table.
+    OUTPUT_DIR/config.yaml is written once the checkpoint the run starts from has loaded, so
+    a ``--resume`` that fails leaves the run's config.yaml as it was.
     """
-    cfg = setup(args)
+    cfg = setup(args, write_config=False)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         FRNCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
+            cfg.MODEL.WEIGHTS, resume=args.resume, strict=True
         )
+        save_config(cfg)
         results = Trainer.test(cfg, model)
         if comm.is_main_process() and cfg.TEST.EXPECTED_RESULTS:
             verify_results(cfg, results)
     else:
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
-        results = trainer.train()
+        save_config(cfg)
+        loop_logger = logging.getLogger("detectron2.engine.train_loop")
+        one_line = _OneLineStop()
+        loop_logger.addFilter(one_line)
+        try:
+            results = trainer.train()
+        finally:
+            loop_logger.removeFilter(one_line)
     log_results(results)
     return results
 
 
+def _main_explaining_failures(args: argparse.Namespace) -> None:
+    """``main`` in one process; its explained failures end the process with their message
+    and status (2 for bad input, 1 for a run that stopped) instead of a traceback, which in
+    launched processes torch would print once per process."""
+    with exit_on_bad_input():
+        try:
+            main(args)
+        except (NonFiniteLossError, NonFiniteCheckpointError) as error:
+            _exit_with(str(error), None, EXIT_FAILED_RUN)
+
+
+@contextlib.contextmanager
+def _launcher_logging() -> Iterator[None]:
+    # The launcher's checks prepare the config as each process will, and each process logs
+    # what that decided (the CPU fallback, the rescaled schedule) to the console and its
+    # log.txt; here, where frn-det's logger has no handler, Python would print its
+    # warnings a second time.
+    log = logging.getLogger("frn_det")
+    quiet = logging.NullHandler()
+    log.addHandler(quiet)
+    try:
+        yield
+    finally:
+        log.removeHandler(quiet)
+
+
 def run(argv: Sequence[str] | None = None) -> None:
     """``tools/train_net.py``: parse ``argv`` (default: sys.argv[1:]), check the input in this
-    process, then run ``main`` in every training process. Bad input exits with status 2."""
+    process, then run ``main`` in every training process. Bad input exits with status 2, a
+    run stopped by a non-finite loss with status 1, each with a one-paragraph message."""
     args = argument_parser().parse_args(None if argv is None else list(argv))
     print("Command Line Args:", args)
     with exit_on_bad_input():
-        check_args(args)
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-            backend=backend_for_args(args),
-        )
+        with _launcher_logging():
+            cfg = check_args(args)
+        try:
+            launch(
+                _main_explaining_failures,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args,),
+                backend=distributed_backend(cfg.MODEL.DEVICE),
+            )
+        except ProcessExitedException as error:
+            # A launched process that explained its failure (above) exits with its status.
+            if error.exit_code in (EXIT_BAD_INPUT, EXIT_FAILED_RUN):
+                raise SystemExit(error.exit_code) from None
+            raise

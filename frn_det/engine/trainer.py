@@ -12,17 +12,28 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+from detectron2.data.detection_utils import check_metadata_consistency
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.layers import NaiveSyncBatchNorm
+from detectron2.structures import BoxMode
 from detectron2.utils import comm
-from detectron2.utils.events import EventWriter
+from detectron2.utils.events import (
+    CommonMetricPrinter,
+    EventWriter,
+    JSONWriter,
+    TensorboardXWriter,
+)
 from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 from torch import nn
@@ -34,13 +45,16 @@ from frn_det.solver import build_optimizer
 
 from .batch import apply_ims_per_gpu
 from .launch import create_ddp_model, resolve_device
-from .validation import check_frn_keys
+from .validation import AMP_PRECISIONS, check_frn_keys
 
 __all__ = [
     "NonFiniteLossError",
+    "StrictJSONWriter",
     "Trainer",
     "amp_precision",
     "deterministic_inference",
+    "drop_boxes_without_area",
+    "strict_json_value",
     "log_results",
     "prepare_config",
     "results_table",
@@ -56,16 +70,16 @@ SUPERSEDED_METRICS_FILE = "metrics.superseded.json"
 """Where ``--resume`` moves the metrics.json lines of iterations it trains again."""
 
 
-def prepare_config(cfg: CfgNode, world_size: int) -> CfgNode:
+def prepare_config(cfg: CfgNode, world_size: int, keep: Collection[str] = ()) -> CfgNode:
     """The config a run actually uses; ``cfg`` is not modified. Idempotent.
 
     - the schedule rescaled for SOLVER.IMS_PER_GPU images on each of ``world_size``
-      processes (``apply_ims_per_gpu``);
+      processes (``apply_ims_per_gpu``), except the keys in ``keep``;
     - MODEL.DEVICE "cpu" when it asks for CUDA on a machine without it (SOLVER.AMP then
       trains with bfloat16 autocast, see ``amp_precision``).
     """
     check_frn_keys(cfg)
-    cfg = apply_ims_per_gpu(cfg, world_size)
+    cfg = apply_ims_per_gpu(cfg, world_size, keep)
     device = resolve_device(cfg.MODEL.DEVICE)
     if device == cfg.MODEL.DEVICE:
         return cfg
@@ -76,9 +90,6 @@ def prepare_config(cfg: CfgNode, world_size: int) -> CfgNode:
     if frozen:
         cfg.freeze()
     return cfg
-
-
-AMP_PRECISIONS = ("auto", "float16", "bfloat16")
 
 
 def amp_precision(cfg: CfgNode) -> torch.dtype:
@@ -268,6 +279,99 @@ class _CPUAMPLoop(_StopAtNonFiniteLoss, SimpleTrainer):
         self.optimizer.step()
 
 
+_NON_FINITE_NAMES = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def strict_json_value(value: Any) -> Any:
+    """``value`` (nested dicts and lists) with every non-finite float replaced by the string
+    Python's json module would have written bare: "NaN", "Infinity" or "-Infinity".
+
+    Bare NaN is not JSON (strict parsers, jq and browsers refuse the whole line), while
+    ``float(v)`` of the string gives the number back. COCO AP is NaN where a model
+    predicts nothing.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else _NON_FINITE_NAMES[value]
+    if isinstance(value, dict):
+        return {key: strict_json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json_value(item) for item in value]
+    return value
+
+
+class _StrictJSONLines:
+    """A text file of JSON lines, each line rewritten as strict JSON as it is written."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def write(self, text: str) -> int:
+        lines = [
+            json.dumps(strict_json_value(json.loads(line)), sort_keys=True, allow_nan=False)
+            for line in text.splitlines()
+        ]
+        return self._handle.write("".join(f"{line}\n" for line in lines))
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, close
+        return getattr(self._handle, name)
+
+
+class StrictJSONWriter(JSONWriter):
+    """detectron2's JSONWriter (metrics.json, one JSON object per line) writing only valid
+    JSON: NaN and infinities become strings (``strict_json_value``). Files written before
+    this, with bare NaN, still read with Python's ``json.loads``."""
+
+    def __init__(self, json_file: str, window_size: int = 20) -> None:
+        super().__init__(json_file, window_size)
+        self._file_handle = _StrictJSONLines(self._file_handle)
+
+
+def _has_area(annotation: Mapping[str, Any]) -> bool:
+    if "bbox" not in annotation or "bbox_mode" not in annotation:
+        return True
+    x0, y0, x1, y1 = BoxMode.convert(
+        list(annotation["bbox"]), annotation["bbox_mode"], BoxMode.XYXY_ABS
+    )
+    return x1 > x0 and y1 > y0
+
+
+def drop_boxes_without_area(dataset_name: str, dicts: list[dict]) -> list[dict]:
+    """``dicts`` (detectron2 dataset dicts) without the annotations whose box has zero
+    width or height, logging per dataset how many there were and one example.
+
+    detectron2 drops such boxes, and their masks, when it maps each image, without a word;
+    a dataset that is mostly degenerate (a converter writing x1, y1 where w, h belong)
+    would otherwise train on little and say nothing. The input is not modified.
+    """
+    dropped, total, example = 0, 0, None
+    kept_dicts = []
+    for record in dicts:
+        annotations = record.get("annotations")
+        if not annotations:
+            kept_dicts.append(record)
+            continue
+        kept = [a for a in annotations if _has_area(a)]
+        total += len(annotations)
+        if len(kept) == len(annotations):
+            kept_dicts.append(record)
+            continue
+        dropped += len(annotations) - len(kept)
+        if example is None:
+            bad = next(a for a in annotations if not _has_area(a))
+            example = f"{record.get('file_name')}: bbox {list(bad['bbox'])}"
+        kept_dicts.append({**record, "annotations": kept})
+    if dropped:
+        logger.warning(
+            "Dataset %r: dropped %d of its %d annotations, whose box has zero width or height "
+            "(e.g. %s).",
+            dataset_name,
+            dropped,
+            total,
+            example,
+        )
+    return kept_dicts
+
+
 def _fsync(f: Any) -> None:
     f.flush()
     os.fsync(f.fileno())
@@ -395,11 +499,22 @@ class Trainer(DefaultTrainer):
 
     @staticmethod
     def _build_loop(cfg: CfgNode, model: nn.Module, data_loader: Any, optimizer: Any) -> Any:
-        """fp32, CUDA AMP (detectron2's, with gradient scaling) or CPU bfloat16 autocast."""
+        """fp32, CUDA AMP (detectron2's, with gradient scaling) or CPU bfloat16 autocast;
+        logs which."""
         if not cfg.SOLVER.AMP.ENABLED:
+            logger.info("Training in float32 (SOLVER.AMP.ENABLED is False).")
             return _SimpleLoop(model, data_loader, optimizer)
         precision = amp_precision(cfg)
-        if cfg.MODEL.DEVICE == "cpu":
+        on_cpu = cfg.MODEL.DEVICE == "cpu"
+        logger.info(
+            "Training with mixed precision: the forward pass under %s autocast on %s%s "
+            "(SOLVER.AMP.PRECISION %r).",
+            str(precision).removeprefix("torch."),
+            "the CPU" if on_cpu else cfg.MODEL.DEVICE,
+            "" if on_cpu else ", with gradient scaling",
+            cfg.SOLVER.AMP.PRECISION,
+        )
+        if on_cpu:
             return _CPUAMPLoop(model, data_loader, optimizer, precision)
         return _AMPLoop(model, data_loader, optimizer, precision=precision)
 
@@ -458,10 +573,47 @@ class Trainer(DefaultTrainer):
         )
 
     def build_writers(self) -> list[EventWriter]:
-        """detectron2's writers, after repairing a torn last line of OUTPUT_DIR/metrics.json
+        """detectron2's writers (console, metrics.json, TensorBoard), metrics.json written
+        as strict JSON (``StrictJSONWriter``), after repairing its torn last line
         (``repair_torn_metrics_line``) so that the lines appended next parse."""
-        repair_torn_metrics_line(os.path.join(self.cfg.OUTPUT_DIR, METRICS_FILE))
-        return super().build_writers()
+        output_dir = self.cfg.OUTPUT_DIR
+        metrics = os.path.join(output_dir, METRICS_FILE)
+        repair_torn_metrics_line(metrics)
+        os.makedirs(output_dir, exist_ok=True)
+        return [
+            CommonMetricPrinter(self.max_iter),
+            StrictJSONWriter(metrics),
+            TensorboardXWriter(output_dir),
+        ]
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode) -> Any:
+        """detectron2's training loader, from dataset dicts loaded one dataset at a time so
+        that annotations whose box has no area are dropped and counted per dataset in the
+        log (``drop_boxes_without_area``)."""
+        names = list(cfg.DATASETS.TRAIN)
+        proposal_files = (
+            list(cfg.DATASETS.PROPOSAL_FILES_TRAIN) if cfg.MODEL.LOAD_PROPOSALS else None
+        )
+        dataset: list[dict] = []
+        for index, name in enumerate(names):
+            dicts = get_detection_dataset_dicts(
+                [name],
+                filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+                min_keypoints=(
+                    cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
+                    if cfg.MODEL.KEYPOINT_ON
+                    else 0
+                ),
+                proposal_files=[proposal_files[index]] if proposal_files else None,
+            )
+            if not isinstance(dicts, list):  # a torch Dataset: detectron2 takes it as is
+                return super().build_train_loader(cfg)
+            dataset += drop_boxes_without_area(name, dicts)
+        if len(names) > 1 and dataset and "annotations" in dataset[0]:
+            with contextlib.suppress(AttributeError):  # datasets without thing_classes
+                check_metadata_consistency("thing_classes", names)
+        return build_detection_train_loader(cfg, dataset=dataset)
 
     @classmethod
     def build_model(cls, cfg: CfgNode) -> nn.Module:

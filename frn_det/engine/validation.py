@@ -8,21 +8,25 @@ Here every such mistake raises ``InputError`` at config/setup time, naming the t
 value received and what is accepted, with the closest valid name where there is one.
 
 - ``load_config``: detectron2's defaults + frn-det's keys + a YAML file + KEY VALUE options,
-  with errors for a missing file, invalid YAML, unknown keys and values of the wrong type.
-- ``check_config``: frn-det's keys present, every NORM key a registered norm, and a batch
-  the processes can share.
+  with errors for a missing file, invalid YAML, unknown keys and values of the wrong type
+  (an integer where a float is expected is taken as that float: SOLVER.BASE_LR 1).
+- ``check_config``: frn-det's keys present, every NORM key a registered norm, values in
+  their accepted ranges and sets (``check_values``), and a batch the processes can share.
 - ``check_datasets``: every dataset a run reads is registered and, for COCO-format ones,
-  its annotation file and image folder are usable.
+  its annotation file and image folder are usable and hold every image the file lists.
 - ``explain_config_error``: the same explanations for errors raised by a user's own
   ``cfg.merge_from_file`` / ``merge_from_list`` (e.g. without ``add_frn_config``).
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import functools
 import json
+import math
 import mmap
+import numbers
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,13 +34,17 @@ from pathlib import Path
 
 import yaml
 from detectron2.config import CfgNode, get_cfg
+from detectron2.config.compat import guess_version
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from frn_det.config import add_frn_config
 from frn_det.data import SHAPES_SPLITS
+from frn_det.evaluation import COCOEVAL_BACKENDS
 from frn_det.layers import registered_norms
+from frn_det.layers.frn import FRN_IMPLS
 
 __all__ = [
+    "AMP_PRECISIONS",
     "DATASETS_DOC",
     "InputError",
     "check_batch",
@@ -44,12 +52,16 @@ __all__ = [
     "check_datasets",
     "check_frn_keys",
     "check_norms",
+    "check_values",
     "closest",
     "explain_config_error",
     "load_config",
 ]
 
 DATASETS_DOC = "datasets.md"
+
+AMP_PRECISIONS = ("auto", "float16", "bfloat16")
+"""SOLVER.AMP.PRECISION's values (see ``frn_det.engine.trainer.amp_precision``)."""
 
 # Annotation files up to this size are parsed in full. COCO's train2017 json (448 MB) takes
 # seconds and gigabytes to parse, which detectron2 pays again when it loads the dataset, so
@@ -192,9 +204,70 @@ def load_config(
             raise InputError(f"config file {path} (--config-file) does not exist")
         if not os.path.isfile(path):
             raise InputError(f"config file {path} (--config-file) is not a file")
-        _merge(cfg, lambda: cfg.merge_from_file(path), f"config file {path}")
-    _merge(cfg, lambda: cfg.merge_from_list(list(opts)), "the KEY VALUE options")
+        _merge(cfg, lambda: _merge_file(cfg, path), f"config file {path}")
+    options = _floats_for_float_options(cfg, list(opts))
+    _merge(cfg, lambda: cfg.merge_from_list(options), "the KEY VALUE options")
     return cfg
+
+
+def _as_float(value: object) -> float | None:
+    """``value`` as the float it means where a float key is given an int (1000) or, from
+    YAML, a str in exponent notation without a dot ("1e-3", which YAML 1.1 reads as a
+    str); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _floats_for_float_leaves(loaded: CfgNode, defaults: CfgNode) -> None:
+    # In place, recursively: yacs refuses an int for a float key (SOLVER.BASE_LR: 1).
+    for key, value in loaded.items():
+        default = defaults.get(key) if isinstance(defaults, CfgNode) else None
+        if isinstance(value, CfgNode):
+            _floats_for_float_leaves(value, default)
+        elif isinstance(default, float) and not isinstance(value, float):
+            number = _as_float(value)
+            if number is not None:
+                loaded[key] = number
+
+
+def _merge_file(cfg: CfgNode, path: str) -> None:
+    """``cfg.merge_from_file(path)``, taking ints (and "1e-3") as floats for float keys."""
+    loaded = type(cfg)(cfg.load_yaml_with_base(path, allow_unsafe=True))
+    version = loaded.get("VERSION", None)
+    if (version if version is not None else guess_version(loaded, path)) != cfg.VERSION:
+        # detectron2 upgrades a config of an older version while merging it.
+        cfg.merge_from_file(path)
+        return
+    _floats_for_float_leaves(loaded, cfg)
+    cfg.merge_from_other_cfg(loaded)
+
+
+def _floats_for_float_options(cfg: CfgNode, opts: list[object]) -> list[object]:
+    """``opts`` (KEY VALUE ...) with an integer value of a float key written as a float."""
+    options = list(opts)
+    for index in range(0, len(options) - 1, 2):
+        key, value = options[index], options[index + 1]
+        node: object = cfg
+        for part in str(key).split("."):
+            node = node.get(part) if isinstance(node, CfgNode) else None
+        if not isinstance(node, float):
+            continue
+        try:
+            parsed = ast.literal_eval(value) if isinstance(value, str) else value
+        except (ValueError, SyntaxError):
+            continue
+        number = None if isinstance(parsed, float) else _as_float(parsed)
+        if number is not None:
+            options[index + 1] = repr(number)
+    return options
 
 
 def _merge(cfg: CfgNode, merge: Callable[[], None], source: str) -> None:
@@ -311,10 +384,64 @@ def check_batch(cfg: CfgNode, world_size: int) -> None:
         )
 
 
-def check_config(cfg: CfgNode, world_size: int) -> None:
-    """``check_frn_keys``, ``check_norms`` and ``check_batch`` on a prepared config."""
+def _one_of(key: str, value: object, accepted: Sequence[str]) -> None:
+    if value in accepted:
+        return
+    listed = ", ".join(repr(a) for a in accepted)
+    suggestion = closest(value, accepted) if isinstance(value, str) else None
+    hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+    raise InputError(f"{key} is {value!r}, which is not one of {listed}{hint}")
+
+
+def _number(key: str, value: object, minimum: float, inclusive: bool, meaning: str) -> None:
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if real and math.isfinite(value) and (value >= minimum if inclusive else value > minimum):
+        return
+    bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+    shown = f"{type(value).__name__} {value!r}" if not real else repr(value)
+    raise InputError(f"{key} must be a finite number {bound} ({meaning}), got {shown}")
+
+
+def check_values(cfg: CfgNode, train: bool = True) -> None:
+    """Raise ``InputError`` for a value of frn-det's keys (and the schedule's) that would
+    fail or mislead only later: FRN's eps, its kernel, the AMP dtype, the COCO evaluation
+    backend, a negative learning rate, and, when ``train``, a schedule of no iterations.
+
+    Args:
+        cfg: the prepared config (MODEL.DEVICE already resolved by ``prepare_config``).
+        train: whether the run trains (not ``--eval-only``).
+    """
+    frn = cfg.MODEL.FRN
+    # eps <= 0 divides by sqrt(0) (or of a negative number) wherever a channel is all zero,
+    # and the run stops at iteration 0 with a "non-finite loss" that blames the LR.
+    _number("MODEL.FRN.EPS", frn.EPS, 0.0, False, "FRN's epsilon; the paper's is 1e-6")
+    _one_of("MODEL.FRN.IMPL", frn.IMPL, FRN_IMPLS)
+    _one_of("SOLVER.AMP.PRECISION", cfg.SOLVER.AMP.PRECISION, AMP_PRECISIONS)
+    if (
+        cfg.SOLVER.AMP.ENABLED
+        and cfg.SOLVER.AMP.PRECISION == "float16"
+        and cfg.MODEL.DEVICE.startswith("cpu")
+    ):
+        raise InputError(
+            "SOLVER.AMP.PRECISION is 'float16' but the model runs on the CPU (MODEL.DEVICE "
+            f"{cfg.MODEL.DEVICE!r}); frn-det's CPU mixed precision is 'bfloat16' (or 'auto')"
+        )
+    _one_of("TEST.COCOEVAL_BACKEND", cfg.TEST.COCOEVAL_BACKEND, COCOEVAL_BACKENDS)
+    _number("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR, 0.0, True, "the learning rate")
+    if train and cfg.SOLVER.MAX_ITER < 1:
+        raise InputError(
+            f"SOLVER.MAX_ITER is {cfg.SOLVER.MAX_ITER}, so nothing would be trained and the "
+            "initial model would be saved and evaluated as if trained; give at least 1 "
+            "iteration, or evaluate with --eval-only"
+        )
+
+
+def check_config(cfg: CfgNode, world_size: int, train: bool = True) -> None:
+    """``check_frn_keys``, ``check_norms``, ``check_values`` and ``check_batch`` on a
+    prepared config (``train``: whether the run trains, see ``check_values``)."""
     check_frn_keys(cfg)
     check_norms(cfg)
+    check_values(cfg, train=train)
     check_batch(cfg, world_size)
 
 
@@ -332,14 +459,27 @@ def _datasets_root_hint() -> str:
 def check_datasets(cfg: CfgNode, train: bool = True) -> None:
     """Raise ``InputError`` unless the datasets a run reads can be read.
 
-    Checks DATASETS.TEST, and DATASETS.TRAIN when ``train``: each must be registered with
-    detectron2's DatasetCatalog. For COCO-format ones (metadata ``json_file``) the json
-    must exist and be a COCO object with "images" (not empty) and "categories", and for
+    DATASETS.TRAIN must name at least one dataset when ``train``, DATASETS.TEST when not
+    (``--eval-only``). Checks DATASETS.TEST, and DATASETS.TRAIN when ``train``: each must be
+    registered with detectron2's DatasetCatalog. For COCO-format ones (metadata
+    ``json_file``) the json must exist and be a COCO object with "images" (not empty) and
+    "categories", and for
     training datasets "annotations" (test sets such as COCO test-dev have none); the
-    metadata's ``image_root``, if any, must be a folder with something in it. frn-det's
+    metadata's ``image_root``, if any, must be a folder holding every image the json lists
+    (checked for files parsed in full, see PARSE_LIMIT_BYTES). frn-det's
     embedded datasets (``frn_shapes_*``) are skipped: their files are generated, and
     checked, on first load.
     """
+    if train and not cfg.DATASETS.TRAIN:
+        raise InputError(
+            "DATASETS.TRAIN is (), so there is nothing to train on; name registered datasets, "
+            f"e.g. DATASETS.TRAIN \"('frn_shapes_train',)\" ({DATASETS_DOC} lists them)"
+        )
+    if not train and not cfg.DATASETS.TEST:
+        raise InputError(
+            "DATASETS.TEST is (), so --eval-only would evaluate nothing; name registered "
+            f"datasets, e.g. DATASETS.TEST \"('frn_shapes_val',)\" ({DATASETS_DOC} lists them)"
+        )
     fields = ["DATASETS.TRAIN", "DATASETS.TEST"] if train else ["DATASETS.TEST"]
     for field in fields:
         for name in cfg.DATASETS[field.split(".")[1]]:
@@ -361,7 +501,7 @@ def _check_dataset(name: str, field: str, needs_annotations: bool) -> None:
     json_file = metadata.get("json_file")
     if json_file is None:
         return
-    problem = _coco_json_problem(Path(json_file), needs_annotations)
+    problem, coco = _coco_json_problem(Path(json_file), needs_annotations)
     if problem:
         raise InputError(
             f"dataset {name!r} ({field}): its annotation file {json_file} {problem}. "
@@ -381,41 +521,72 @@ def _check_dataset(name: str, field: str, needs_annotations: bool) -> None:
             f"dataset {name!r} ({field}): its image folder {image_root} {problem}. "
             + _datasets_root_hint()
         )
+    missing = _missing_images(coco, image_root) if coco is not None else []
+    if missing:
+        listed = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise InputError(
+            f"dataset {name!r} ({field}): {len(missing)} of the {len(coco['images'])} images "
+            f"its annotation file {json_file} lists are not in its image folder {image_root} "
+            f"({listed}); an incomplete download or extraction? " + _datasets_root_hint()
+        )
 
 
-def _coco_json_problem(path: Path, needs_annotations: bool) -> str:
-    """What is wrong with the COCO json at ``path`` ("" when nothing is)."""
+def _missing_images(coco: dict, image_root: str) -> list[str]:
+    # One listing per folder rather than a stat per image: COCO val lists 5000 images.
+    present: dict[str, set[str]] = {}
+    missing = []
+    for image in coco["images"]:
+        file_name = image.get("file_name") if isinstance(image, dict) else None
+        if not isinstance(file_name, str):
+            missing.append(repr(file_name))
+            continue
+        folder, base = os.path.split(os.path.join(image_root, file_name))
+        if folder not in present:
+            try:
+                present[folder] = set(os.listdir(folder))
+            except OSError:
+                present[folder] = set()
+        if base not in present[folder]:
+            missing.append(file_name)
+    return missing
+
+
+def _coco_json_problem(path: Path, needs_annotations: bool) -> tuple[str, dict | None]:
+    """What is wrong with the COCO json at ``path`` ("" when nothing is), and its content
+    when it was parsed and is fine (None for a file too large to parse here)."""
     required = (
         ("images", "annotations", "categories") if needs_annotations else ("images", "categories")
     )
     described = "a COCO file is an object with 'images', 'annotations' and 'categories'"
     if not path.exists():
-        return "does not exist"
+        return "does not exist", None
     if not path.is_file():
-        return "is not a file"
+        return "is not a file", None
     size = path.stat().st_size
     if size == 0:
-        return "is empty (0 bytes)"
+        return "is empty (0 bytes)", None
     if size > PARSE_LIMIT_BYTES:
-        return _large_json_problem(path, required, described)
+        return _large_json_problem(path, required, described), None
     try:
         with path.open("rb") as f:
             data = json.load(f)
     except UnicodeDecodeError:
-        return "is not text (UTF-8 JSON)"
+        return "is not text (UTF-8 JSON)", None
     except json.JSONDecodeError as error:
-        return f"is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        where = f"line {error.lineno} column {error.colno}"
+        return f"is not valid JSON ({error.msg} at {where})", None
     if not isinstance(data, dict):
-        return f"holds a JSON {type(data).__name__}; {described}"
+        return f"holds a JSON {type(data).__name__}; {described}", None
     missing = [key for key in required if key not in data]
     if missing:
-        return f"has no {' or '.join(repr(k) for k in missing)}; {described}"
+        return f"has no {' or '.join(repr(k) for k in missing)}; {described}", None
     wrong = [key for key in required if not isinstance(data[key], list)]
     if wrong:
-        return f"has {' and '.join(repr(k) for k in wrong)} that is not a list; {described}"
+        listed = " and ".join(repr(k) for k in wrong)
+        return f"has {listed} that is not a list; {described}", None
     if not data["images"]:
-        return "lists no images"
-    return ""
+        return "lists no images", None
+    return "", data
 
 
 def _large_json_problem(path: Path, required: Sequence[str], described: str) -> str:

@@ -4,6 +4,7 @@ message naming the key or file, the value received and what is accepted."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def test_a_config_asking_for_frn_without_frn_keys_says_to_call_add_frn_config():
     with pytest.raises(InputError) as raised:
         check_config(cfg, world_size=1)
     message = str(raised.value)
-    assert "lacks frn-det's keys MODEL.FRN.EPS" in message
+    assert "lacks frn-det's keys " in message and "MODEL.FRN.EPS," in message
     assert "MODEL.RESNETS.NORM is 'FRN'" in message
     assert "call frn_det.add_frn_config(cfg)" in message
 
@@ -194,8 +195,8 @@ def test_a_broken_coco_dataset_names_the_dataset_the_path_the_problem_and_datase
 def test_a_test_set_without_annotations_is_accepted_but_a_training_set_is_not(coco_dataset):
     name = coco_dataset({"images": GOOD_COCO["images"], "categories": []})
     cfg = _dataset_config(name)
-    check_datasets(cfg, train=False)  # like COCO test-dev: predictions only
     cfg.DATASETS.TEST = (name,)
+    check_datasets(cfg, train=False)  # like COCO test-dev: predictions only
     with pytest.raises(InputError, match="has no 'annotations'"):
         check_datasets(cfg, train=True)
 
@@ -218,7 +219,9 @@ def test_the_embedded_dataset_is_not_generated_or_refused_by_the_check(tmp_path,
 
 def test_check_args_checks_the_datasets_of_the_run_before_any_process_starts(tmp_path):
     with pytest.raises(InputError, match=r"'coco_2017_val' \(DATASETS.TEST\): its annotation"):
-        check_args(_args("DATASETS.TEST", "('coco_2017_val',)", "OUTPUT_DIR", str(tmp_path)))
+        check_args(
+            _args("DATASETS.TRAIN", "('frn_shapes_train',)", "DATASETS.TEST", "('coco_2017_val',)")
+        )
 
 
 def test_an_unknown_key_in_a_config_file_names_the_key_the_file_and_the_closest_key(tmp_path):
@@ -292,3 +295,128 @@ def test_a_truncated_large_annotation_file_is_found_without_parsing_it(coco_data
     check_datasets(_dataset_config(coco_dataset(whole)))
     with pytest.raises(InputError, match=r"does not end with '}': it looks truncated"):
         check_datasets(_dataset_config(coco_dataset(whole[:-10])))
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (("MODEL.FRN.EPS", "-1.0"), "MODEL.FRN.EPS must be a finite number > 0 (FRN's epsilon;"),
+        (("MODEL.FRN.EPS", "0.0"), "MODEL.FRN.EPS must be a finite number > 0"),
+        (("MODEL.FRN.EPS", "0"), "MODEL.FRN.EPS must be a finite number > 0"),
+        (
+            ("MODEL.FRN.IMPL", "fast"),
+            "MODEL.FRN.IMPL is 'fast', which is not one of 'auto', 'compiled', 'autograd', "
+            "'reference'",
+        ),
+        (
+            ("SOLVER.AMP.PRECISION", "fp8"),
+            "SOLVER.AMP.PRECISION is 'fp8', which is not one of 'auto', 'float16', 'bfloat16'",
+        ),
+        (
+            ("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.PRECISION", "float16"),
+            "SOLVER.AMP.PRECISION is 'float16' but the model runs on the CPU",
+        ),
+        (
+            ("TEST.COCOEVAL_BACKEND", "pycoco"),
+            "TEST.COCOEVAL_BACKEND is 'pycoco', which is not one of 'auto', 'faster', "
+            "'pycocotools'; did you mean 'pycocotools'?",
+        ),
+        (("SOLVER.BASE_LR", "-0.1"), "SOLVER.BASE_LR must be a finite number >= 0"),
+        (("SOLVER.MAX_ITER", "0"), "SOLVER.MAX_ITER is 0, so nothing would be trained"),
+    ],
+)
+def test_a_value_out_of_its_range_or_set_is_refused_naming_key_value_and_accepted(
+    options, expected
+):
+    with pytest.raises(InputError) as raised:
+        build_config(_args(*options))
+    message = str(raised.value)
+    assert message.startswith(expected)
+    assert repr(float(options[1])) in message if "EPS" in options[0] else True
+
+
+def test_a_schedule_of_no_iterations_is_fine_for_eval_only():
+    build_config(_args("--eval-only", "SOLVER.MAX_ITER", "0"))
+
+
+def test_an_integer_for_a_float_key_is_taken_as_that_float(tmp_path):
+    cfg = build_config(_args("SOLVER.BASE_LR", "1000", "MODEL.FRN.EPS", "1"))
+    assert cfg.SOLVER.BASE_LR == 1000.0 and isinstance(cfg.SOLVER.BASE_LR, float)
+    assert cfg.MODEL.FRN.EPS == 1.0 and isinstance(cfg.MODEL.FRN.EPS, float)
+    # In a file too, and YAML's "1e-3" (a str in YAML 1.1) as the float it spells.
+    path = tmp_path / "ints.yaml"
+    path.write_text("SOLVER:\n  BASE_LR: 2\n  WEIGHT_DECAY: 1e-3\n  MAX_ITER: 7\n")
+    cfg = load_config(path)
+    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY) == (2.0, 0.001)
+    assert cfg.SOLVER.MAX_ITER == 7 and isinstance(cfg.SOLVER.MAX_ITER, int)
+
+
+def test_a_float_for_an_integer_key_is_still_refused():
+    with pytest.raises(InputError, match=r"SOLVER.MAX_ITER .* type int .* got float 10.5"):
+        build_config(_args("SOLVER.MAX_ITER", "10.5"))
+
+
+def test_no_config_file_says_to_give_one_instead_of_an_assertion_on_empty_datasets():
+    with pytest.raises(InputError) as raised:
+        check_args(_args())
+    assert str(raised.value).startswith(
+        "no --config-file given, and detectron2's defaults name no dataset (DATASETS.TRAIN is "
+        "()); give the config of an experiment, e.g. --config-file configs/Shapes/"
+    )
+
+
+def test_an_empty_training_dataset_list_is_refused_naming_the_key():
+    with pytest.raises(InputError) as raised:
+        check_args(_args("--config-file", str(SHAPES_CONFIG), "DATASETS.TRAIN", "()"))
+    assert str(raised.value).startswith(
+        "DATASETS.TRAIN is (), so there is nothing to train on; name registered datasets"
+    )
+
+
+def test_images_a_coco_file_lists_but_the_image_folder_lacks_are_named_up_front(coco_dataset):
+    images = [{"id": i, "file_name": f"{i}.png"} for i in (1, 2, 3)]
+    name = coco_dataset({**GOOD_COCO, "images": images})  # the folder holds only 1.png
+    metadata = MetadataCatalog.get(name)
+    with pytest.raises(InputError) as raised:
+        check_datasets(_dataset_config(name))
+    assert str(raised.value).startswith(
+        f"dataset '{name}' (DATASETS.TRAIN): 2 of the 3 images its annotation file "
+        f"{metadata.json_file} lists are not in its image folder {metadata.image_root} "
+        "(2.png, 3.png)"
+    )
+
+
+def test_schedule_values_typed_on_the_command_line_are_not_rescaled_and_the_log_says_so():
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("frn_det.engine.batch")
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        cfg = build_config(
+            _args(
+                "--config-file", str(SHAPES_CONFIG), "--ims-per-gpu", "2", "SOLVER.MAX_ITER", "10"
+            )
+        )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    # The Shapes schedule is written for 4 images: 2 images halve the LR, double the steps.
+    assert cfg.SOLVER.MAX_ITER == 10
+    assert cfg.SOLVER.STEPS == (960, 1120) and pytest.approx(0.02) == cfg.SOLVER.BASE_LR
+    [message] = [m for m in messages if "Rescaled" in m]
+    assert "SOLVER.BASE_LR 0.04 -> 0.02; " in message and "SOLVER.STEPS (480, 560) -> " in message
+    assert "SOLVER.MAX_ITER" not in message.split("Kept")[0]
+    assert message.endswith("Kept as given on the command line: SOLVER.MAX_ITER=10.")
+
+
+def test_a_typed_schedule_with_its_reference_batch_is_rescaled_as_a_whole():
+    # How a sweep passes a shortened reference schedule (written for 4 images).
+    options = ["SOLVER.MAX_ITER", "400", "SOLVER.REFERENCE_WORLD_BATCH", "4"]
+    cfg = build_config(_args("--config-file", str(SHAPES_CONFIG), "--ims-per-gpu", "2", *options))
+    assert cfg.SOLVER.MAX_ITER == 800

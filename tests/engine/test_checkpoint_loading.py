@@ -221,9 +221,15 @@ def test_resuming_falls_back_to_the_newest_older_checkpoint_when_the_last_is_cor
     model = _net(3)
     extra = FRNCheckpointer(model, str(tmp_path)).resume_or_load("", resume=True)
     assert extra["iteration"] == 4
-    assert warnings_of_the_checkpointer[0].startswith(
-        f"Cannot resume from it: checkpoint {last} is truncated"
+    first, resumed = warnings_of_the_checkpointer
+    assert first.startswith(
+        f"Cannot resume from it: {tmp_path / 'last_checkpoint'} names {last.name}, which "
+        f"cannot be loaded: checkpoint {last} is truncated"
     )
+    assert first.endswith(
+        "Complete checkpoints beside it, newest first: model_0000004.pth, model_0000001.pth."
+    )
+    assert resumed == f"Resumed from {good} instead."
     torch.testing.assert_close(
         model[0].weight, torch.load(good, weights_only=True)["model"]["0.weight"]
     )

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tools" / "train_net.py"
 # detectron2's own: 16 images, BASE_LR 0.02, MAX_ITER 90000, STEPS (60000, 80000).
 BASE_RCNN = Path(detectron2.__file__).parent / "model_zoo" / "configs" / "Base-RCNN-FPN.yaml"
+SHAPES_CONFIG = REPO / "configs" / "Shapes" / "mask_rcnn_R_18_FPN_frn.yaml"
 
 
 @pytest.fixture
@@ -47,10 +48,14 @@ def test_the_script_launches_engine_main_on_every_process_over_gloo_without_cuda
     train_net, monkeypatch
 ):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    train_net.cli(["--num-gpus", "2", "--dist-url", "auto", "--ims-per-gpu", "3", "SEED", "7"])
+    train_net.cli(
+        ["--config-file", str(SHAPES_CONFIG), "--num-gpus", "2", "--dist-url", "auto"]
+        + ["--ims-per-gpu", "3", "SEED", "7"]
+    )
     [(positional, keywords)] = train_net.calls
     main, num_gpus = positional
-    assert main is frn_det.engine.main and num_gpus == 2
+    # engine.main, reporting the failures it explains in one paragraph.
+    assert main is frn_det.engine.cli._main_explaining_failures and num_gpus == 2
     assert keywords["backend"] == "gloo"
     assert keywords["dist_url"] == "auto"
     assert (keywords["num_machines"], keywords["machine_rank"]) == (1, 0)
