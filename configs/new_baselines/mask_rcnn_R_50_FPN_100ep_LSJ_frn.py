@@ -5,8 +5,8 @@
 #
 # Norms: FRN+TLU where detectron2 has norm+ReLU (stem, block convs 1-2, box head convs, mask
 # head convs), FRN without TLU where it has a norm and no ReLU (each block's last conv, the
-# projection shortcuts, the FPN), a TLU after each residual addition, and an (N, C) FRN+TLU
-# with learned eps after the box head's fc (see frn_det.modeling).
+# projection shortcuts, the FPN), a TLU after each residual addition, and FRN's form of
+# the activation after the box head's fc (see frn_det.modeling.box_head).
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 

@@ -189,11 +189,12 @@ def test_gn_counterpart_has_detectron2s_parameters_and_no_bn_statistics(depth, s
     assert set(_norm_modules(ours).values()) == {nn.GroupNorm}
 
 
-# FRN adds a threshold tau to each norm, a TLU after each residual addition and an (N, C)
-# FRN after the box head's fc (its learned eps included); it has no running statistics.
+# FRN adds a threshold tau to each norm, a TLU after each residual addition and FRN's form
+# of the activation after the box head's fc (a TLU, or an (N, C) FRN+TLU with learned eps);
+# it has no running statistics.
 FRN_EXTRA = re.compile(
     r"(.*\.norm\.tau|backbone\.bottom_up\.res\d\.\d+\.activation\.tau"
-    r"|roi_heads\.box_head\.fc_norm1\.(weight|bias|tau|learned_eps))$"
+    r"|roi_heads\.box_head\.(fc_relu1\.tau|fc_norm1\.(weight|bias|tau|learned_eps)))$"
 )
 
 
