@@ -339,6 +339,14 @@ MARKER_POINTS = 60
 _LOSS_RE = re.compile(r"^loss_")
 
 
+def _number(value: Any) -> float:
+    # metrics.json holds non-finite values as strings ("NaN", "Infinity"); a NaN is a gap.
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _line_style(count: int) -> dict[str, Any]:
     return {"marker": "o", "markersize": 3} if count <= MARKER_POINTS else {}
 
@@ -354,11 +362,13 @@ def training_curves_figure(
     value."""
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     loss_ax, ap_ax = fig.subplots(1, 2, sharex=True)
-    losses = [(i + 1, r["total_loss"]) for i, r in by_iteration.items() if "total_loss" in r]
+    losses = [
+        (i + 1, _number(r["total_loss"])) for i, r in by_iteration.items() if "total_loss" in r
+    ]
     if losses:
         terms = sorted({k for r in by_iteration.values() for k in r if _LOSS_RE.match(k)})
         for term in terms:
-            points = [(i + 1, r[term]) for i, r in by_iteration.items() if term in r]
+            points = [(i + 1, _number(r[term])) for i, r in by_iteration.items() if term in r]
             loss_ax.plot(*zip(*points, strict=True), lw=0.8, alpha=0.6, label=term,
                          **_line_style(len(points)))  # fmt: skip
         loss_ax.plot(*zip(*losses, strict=True), lw=1.6, color="k", label="total_loss",

@@ -800,8 +800,9 @@ def _progress_line(
     if not isinstance(eta, (int, float)) and per_iter is not None:
         eta = max(schedule.max_iter - done, 0) * per_iter
     parts = [f"iter {done}/{schedule.max_iter} ({100 * done / max(schedule.max_iter, 1):.0f}%)"]
-    if isinstance(record.get("total_loss"), (int, float)):
-        parts.append(f"total_loss {record['total_loss']:.3f}")
+    with contextlib.suppress(TypeError, ValueError):
+        # float(): metrics.json writes a non-finite loss as a string ("NaN", "Infinity").
+        parts.append(f"total_loss {float(record['total_loss']):.3f}")
     if per_iter is not None:
         parts.append(f"{per_iter:.2f} s/iter")
     rest = _seconds_left(
@@ -927,8 +928,9 @@ def run_sweep(
         state = read_state(run.output_dir)
         if returncode == 0 and state.final_model:
             done = _finish(run, schedule, state, seconds, schedule.max_iter - start_iter)
+            # float(): metrics.json writes a NaN AP (nothing predicted) as the string "NaN".
             shown = ", ".join(
-                f"{k} {v:.2f}" for k, v in done["results"].items() if k.endswith("/AP")
+                f"{k} {float(v):.2f}" for k, v in done["results"].items() if k.endswith("/AP")
             )
             echo(f"{where}: done in {_duration(seconds)}" + (f"; {shown}" if shown else ""))
             outcome["done"].append(run.output_dir)

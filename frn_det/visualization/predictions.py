@@ -112,8 +112,10 @@ def _results_line(folder: Path) -> str:
     results = read_state(folder).results
     shown = []
     for key, name in (("bbox/AP", "box AP"), ("segm/AP", "mask AP")):
-        if key in results and np.isfinite(results[key]):
-            shown.append(f"{name} {results[key]:.1f}")
+        # float(): metrics.json holds a NaN AP (nothing predicted) as the string "NaN".
+        value = float(results.get(key, "nan"))
+        if np.isfinite(value):
+            shown.append(f"{name} {value:.1f}")
     return " / ".join(shown)
 
 

@@ -141,7 +141,8 @@ def test_training_curves_of_a_short_run_have_markers_and_ap_at_each_evaluation()
         {"iteration": 1, "total_loss": 2.0, "loss_cls": 0.8},
         # During training at the index of the last step (2 trained), after it at MAX_ITER.
         {"iteration": 1, "bbox/AP": 5.0, "segm/AP": 4.0},
-        {"iteration": 4, "bbox/AP": 7.0, "segm/AP": float("nan")},
+        # metrics.json writes a NaN AP (nothing predicted) as a string.
+        {"iteration": 4, "bbox/AP": 7.0, "segm/AP": "NaN"},
     ]
     loss_ax, ap_ax = training_curves_figure(metrics_by_iteration(records), max_iter=4).axes
     lines = {line.get_label(): line for line in loss_ax.get_lines() + ap_ax.get_lines()}
@@ -161,6 +162,10 @@ def test_training_curves_of_a_short_run_have_markers_and_ap_at_each_evaluation()
     # One logged point is drawn, not an empty panel.
     (single,) = training_curves_figure({0: {"iteration": 0, "total_loss": 1.0}}).axes[0].get_lines()
     assert single.get_marker() == "o" and len(single.get_xdata()) == 1
+
+    diverged = {0: {"total_loss": 1.0}, 1: {"total_loss": "NaN"}, 2: {"total_loss": "Infinity"}}
+    (line,) = training_curves_figure(diverged).axes[0].get_lines()
+    assert list(line.get_xdata()) == [1, 2, 3] and line.get_ydata()[0] == 1.0
 
     long_run = {i: {"iteration": i, "total_loss": 1.0} for i in range(0, 2000, 20)}
     (line,) = training_curves_figure(long_run).axes[0].get_lines()

@@ -231,7 +231,8 @@ def test_progress_lines_come_while_a_run_trains_with_the_eta_of_the_run_and_the_
                 while not any(expected in line for line in lines):
                     assert time.monotonic() < deadline, f"no progress line for iter {it + 1}"
                     time.sleep(0.01)
-            f.write(json.dumps({"iteration": max_iter - 1, "bbox/AP": 1.0}) + "\n")
+            # A model that predicts nothing: metrics.json writes its NaN AP as a string.
+            f.write(json.dumps({"iteration": max_iter, "bbox/AP": "NaN"}) + "\n")
         (out / "model_final.pth").write_bytes(b"final")
         return 0
 
@@ -255,6 +256,7 @@ def test_progress_lines_come_while_a_run_trains_with_the_eta_of_the_run_and_the_
     progress = [line for line in lines if ": iter " in line]
     assert len(progress) == 4
     assert lines.index(progress[0]) > 0 and "done in" in lines[lines.index(progress[1]) + 1]
+    assert lines[-1].endswith("; bbox/AP nan")
 
 
 def test_progress_lines_are_throttled_and_the_last_record_is_shown_at_the_end(tmp_path):
