@@ -109,7 +109,10 @@ class RunRecord:
 
 
 def _finite(value: Any) -> Any:
-    # Strict JSON has no NaN; COCO AP is NaN where a model predicted nothing.
+    # Strict JSON has no NaN; COCO AP is NaN where a model predicted nothing, and
+    # metrics.json (hence DONE.json) holds it as the string "NaN".
+    if isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity"):
+        return None
     return None if isinstance(value, float) and math.isnan(value) else value
 
 

@@ -99,12 +99,14 @@ def test_summarize_writes_table_csv_strict_json_and_a_png(sweep_out, tmp_path):
 def test_a_config_without_masks_gets_box_ap_columns_and_nan_ap_is_null_in_json(tmp_path, fake_run):
     out = tmp_path / "out"
     fake_run(out, "frn", 4, 0, "done", box=float("nan"), stem="faster_rcnn_R_50_FPN_3x")
+    # As train_net's metrics.json, and so DONE.json, write it now.
+    fake_run(out, "frn", 8, 0, "done", box="NaN", stem="faster_rcnn_R_50_FPN_3x")
     written = summarize(out, curves=False)
     table = written["table"].read_text()
     assert "box AP (COCO, %)" in table and "mask AP" not in table
-    assert _rows(table)["frn"] == ["nan"]
-    [run] = json.loads(written["json"].read_text())["runs"]
-    assert run["results"] == {"bbox/AP": None}
+    assert _rows(table)["frn"] == ["nan", "nan"]
+    runs = json.loads(written["json"].read_text())["runs"]
+    assert [run["results"] for run in runs] == [{"bbox/AP": None}, {"bbox/AP": None}]
     _valid_png(written["plot"])
 
 
