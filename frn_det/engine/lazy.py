@@ -43,10 +43,11 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
+from torch.multiprocessing import ProcessExitedException
 
 # Imported for their registrations: the embedded datasets.
 import frn_det.data  # noqa: F401
-from frn_det.checkpoint import FRNCheckpointer
+from frn_det.checkpoint import FRNCheckpointer, NonFiniteCheckpointError
 from frn_det.layers import get_norm_act, registered_norms, set_frn_impl
 from frn_det.modeling import (
     FRNBasicBlock,
@@ -58,7 +59,7 @@ from frn_det.modeling import (
 from frn_det.solver import get_optimizer_params
 
 from .batch import apply_ims_per_gpu, check_ims_per_gpu
-from .cli import exit_on_bad_input
+from .cli import EXIT_BAD_INPUT, EXIT_FAILED_RUN, _exit_with, _OneLineStop, exit_on_bad_input
 from .launch import create_ddp_model, distributed_backend, launch, resolve_device
 from .trainer import (
     METRICS_FILE,
@@ -621,24 +622,46 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
         FRNCheckpointer(model, cfg.train.output_dir).load(cfg.train.init_checkpoint)
         results = do_test(cfg, model)
     else:
-        results = do_train(cfg, resume=args.resume)
+        loop_logger = logging.getLogger("detectron2.engine.train_loop")
+        one_line = _OneLineStop()
+        loop_logger.addFilter(one_line)
+        try:
+            results = do_train(cfg, resume=args.resume)
+        finally:
+            loop_logger.removeFilter(one_line)
     log_results(results)
     return results
 
 
+def _main_explaining_failures(args: argparse.Namespace) -> None:
+    # As train_net's: explained failures end the process with their message and status
+    # instead of a traceback per process.
+    with exit_on_bad_input():
+        try:
+            main(args)
+        except (NonFiniteLossError, NonFiniteCheckpointError) as error:
+            _exit_with(str(error), None, EXIT_FAILED_RUN)
+
+
 def run(argv: Sequence[str] | None = None) -> None:
-    """``tools/lazy_train_net.py``: parse ``argv``, check the input in this process (exit
-    status 2 with a one-paragraph message for bad input), then run ``main`` in every
-    training process (gloo on CPUs, NCCL on GPUs)."""
+    """``tools/lazy_train_net.py``: parse ``argv``, check the input in this process, then run
+    ``main`` in every training process (gloo on CPUs, NCCL on GPUs). Bad input exits with
+    status 2, a run stopped by a non-finite loss with status 1, each with a one-paragraph
+    message."""
     args = argument_parser().parse_args(None if argv is None else list(argv))
     with exit_on_bad_input():
         cfg = build_config(args)
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-            backend=distributed_backend(cfg.train.device),
-        )
+        try:
+            launch(
+                _main_explaining_failures,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args,),
+                backend=distributed_backend(cfg.train.device),
+            )
+        except ProcessExitedException as error:
+            if error.exit_code in (EXIT_BAD_INPUT, EXIT_FAILED_RUN):
+                raise SystemExit(error.exit_code) from None
+            raise

@@ -38,7 +38,9 @@ from frn_det.engine.lazy import (
     load_lazy_config,
     norm_keys,
     prepare_lazy_config,
+    run,
 )
+from frn_det.engine.trainer import NonFiniteLossError
 from frn_det.engine.validation import InputError
 from frn_det.evaluation import FRNCOCOEvaluator
 from frn_det.layers import TLU, FilterResponseNorm2d, set_frn_impl
@@ -416,3 +418,24 @@ def test_two_cpu_processes_train_a_syncbn_lazy_config_over_gloo(tmp_path):
     checkpoint = torch.load(out / "model_final.pth", weights_only=True)
     assert checkpoint["iteration"] == 2
     assert any(k.endswith("res2.0.conv1.norm.running_var") for k in checkpoint["model"])
+
+
+def test_a_diverging_lazy_run_stops_naming_the_lazy_keys_to_change(shapes_root, tmp_path):
+    out = tmp_path / "out"
+    cfg = load_lazy_config(FOLDER / "mask_rcnn_R_50_FPN_100ep_LSJ_gn.py")
+    cfg = prepare_lazy_config(shapes_sized(cfg, out), world_size=1)
+    cfg.optimizer.lr = 1e30
+    cfg.lr_multiplier.warmup_factor = 1.0
+    with pytest.raises(NonFiniteLossError, match=r"Lower optimizer\.lr \(now 1e\+30\)") as info:
+        do_train(cfg)
+    assert "lr_multiplier.warmup_length" in str(info.value)
+    assert not list(out.glob("model_*.pth"))  # nothing saved from the diverged model
+
+
+def test_the_command_line_explains_bad_input_in_one_paragraph_with_status_2(capsys):
+    config = FOLDER / "mask_rcnn_R_50_FPN_100ep_LSJ_gn.py"
+    with pytest.raises(SystemExit) as exit_info:
+        run(["--config-file", str(config), "model.backbone.bottom_up.norm=GN"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ": error: config key model.backbone.bottom_up.norm (in the key=value" in err
