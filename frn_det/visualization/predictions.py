@@ -123,8 +123,8 @@ def checkpoint_from_run(folder: str | os.PathLike, label: str | None = None) -> 
     """The checkpoint of a train_net output folder: its ``config.yaml`` and
     ``model_final.pth``, else the checkpoint named in ``last_checkpoint``.
 
-    The default label is the folder's name (``<norm> ipg<N> seed<S>`` for a sweep's run
-    folder) and, when its metrics.json holds the final evaluation, its box and mask AP.
+    The label is ``label`` or the folder's name (``<norm> ipg<N> seed<S>`` for a sweep's
+    run folder) with, when its metrics.json holds the final evaluation, its box and mask AP.
 
     Raises:
         VisualizeError: naming the folder and the file it lacks.
@@ -145,9 +145,8 @@ def checkpoint_from_run(folder: str | os.PathLike, label: str | None = None) -> 
                 f"{os.fspath(folder)!r} holds no model_final.pth and no checkpoint named by "
                 "last_checkpoint: the run has not saved a model yet"
             )
-    if label is None:
-        results = _results_line(folder)
-        label = _run_label(folder) + (f"\n{results}" if results else "")
+    results = _results_line(folder)
+    label = (label or _run_label(folder)) + (f"\n{results}" if results else "")
     return Checkpoint(config, weights, label)
 
 
@@ -342,11 +341,13 @@ def contact_sheet(
     *,
     column_labels: Sequence[str],
     row_labels: Sequence[str],
+    notes: Sequence[Sequence[str]] | None = None,
     title: str = "",
 ) -> tuple[int, int]:
     """A grid of drawings saved as one PNG, every image at its own resolution (one image
     pixel, one sheet pixel): ``cells[row][column]`` (None leaves a cell empty), a header
-    over each column and a caption over each row.
+    over each column, a caption over each row and, with ``notes``, the one-line
+    ``notes[row][column]`` under each cell.
 
     Returns:
         The (width, height) of the PNG in pixels.
@@ -362,13 +363,16 @@ def contact_sheet(
         for c in range(columns)
     ]
     heights = [max((cell.shape[0] for cell in row if cell is not None), default=0) for row in cells]
+    note_px = LINE_PX if notes is not None else 0
     width = GAP + sum(w + GAP for w in widths)
     header = [_wrap(label, w) for label, w in zip(column_labels, widths, strict=True)]
     captions = [_wrap(label, width - 2 * GAP) for label in row_labels]
     title_lines = _wrap(title, width - 2 * GAP) if title else []
     header_px = LINE_PX * max((len(h) for h in header), default=0)
     top = GAP + LINE_PX * len(title_lines) + header_px
-    height = top + sum(LINE_PX * len(c) + h + GAP for c, h in zip(captions, heights, strict=True))
+    height = top + sum(
+        LINE_PX * len(c) + h + note_px + GAP for c, h in zip(captions, heights, strict=True)
+    )
     height += GAP
 
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
@@ -385,20 +389,36 @@ def contact_sheet(
         text(x, top - header_px, lines)
         x += w + GAP
     y = top
-    for row, lines, h in zip(cells, captions, heights, strict=True):
+    for r, (row, lines, h) in enumerate(zip(cells, captions, heights, strict=True)):
         text(GAP, y, lines, color="0.3")
         y += LINE_PX * len(lines)
         x = GAP
-        for cell, w in zip(row, widths, strict=True):
+        for c, (cell, w) in enumerate(zip(row, widths, strict=True)):
             if cell is not None:
                 ch, cw = cell.shape[:2]
                 ax = fig.add_axes((x / width, 1 - (y + ch) / height, cw / width, ch / height))
                 ax.imshow(cell, interpolation="nearest", aspect="auto")
                 ax.set_axis_off()
+                if notes is not None and notes[r][c]:
+                    text(x, y + ch + 1, [notes[r][c]], color="0.3")
             x += w + GAP
-        y += h + GAP
+        y += h + note_px + GAP
     fig.savefig(path, dpi=DPI, facecolor="white")
     return width, height
+
+
+def _prediction_note(instances: Instances, score_threshold: float) -> str:
+    # What a panel leaves out: a weak model's best guesses may all score below the threshold.
+    if not instances.has("scores") or not len(instances):
+        return "no predictions"
+    scores = instances.scores
+    shown = int((scores >= score_threshold).sum())
+    return f"{shown} of {len(scores)} drawn, top score {float(scores.max()):.2f}"
+
+
+def _truth_note(record: dict[str, Any] | None) -> str:
+    count = sum(not a.get("iscrowd", 0) for a in (record or {}).get("annotations", []))
+    return f"{count} object{'s' if count != 1 else ''}"
 
 
 def _slug(label: str) -> str:
@@ -444,7 +464,8 @@ def visualize(
         scale: drawings are ``scale`` times the images' size.
         opts: KEY VALUE config options for every checkpoint.
     Returns:
-        {"sheet": path, "images": [paths of the per-image PNGs], "size": (width, height)}.
+        {"sheet": path, "images": [paths of the per-image PNGs], "size": (width, height),
+        "notes": the line under each panel of the sheet, [row][column]}.
     Raises:
         VisualizeError: naming the dataset or folder that cannot be drawn from.
     """
@@ -475,6 +496,7 @@ def visualize(
 
     slugs: list[str] = []
     drawn: list[list[np.ndarray]] = []
+    drawn_notes: list[list[str]] = []
     written: list[Path] = []
     for index, checkpoint in enumerate(checkpoints):
         # One model in memory at a time.
@@ -482,7 +504,7 @@ def visualize(
         slug = _slug(checkpoint.label)
         slug = slug if slug not in slugs else f"{slug}_{index}"
         slugs.append(slug)
-        column = []
+        column, column_notes = [], []
         for image, sample, gt in zip(rgb, samples, truth, strict=True):
             if predictor.input_format == "RGB":
                 model_input = image
@@ -491,6 +513,7 @@ def visualize(
             instances = predictor(model_input)
             picture = draw_predictions(image, instances, class_names, score_threshold, scale)
             column.append(picture)
+            column_notes.append(_prediction_note(instances, score_threshold))
             if per_image:
                 folder = output / slug
                 folder.mkdir(exist_ok=True)
@@ -500,13 +523,19 @@ def visualize(
                 )
                 written.append(path)
         drawn.append(column)
+        drawn_notes.append(column_notes)
 
     labels = [c.label for c in checkpoints]
     sources = (["ground truth"] if with_truth else []) + labels
     grid = [([gt] if with_truth else []) + [col[i] for col in drawn] for i, gt in enumerate(truth)]
+    notes = [
+        ([_truth_note(s.record)] if with_truth else []) + [col[i] for col in drawn_notes]
+        for i, s in enumerate(samples)
+    ]
     names = [s.name for s in samples]
     if transpose:
         grid = [list(row) for row in zip(*grid, strict=True)]
+        notes = [list(row) for row in zip(*notes, strict=True)]
         column_labels, row_labels = names, sources
     else:
         column_labels, row_labels = sources, names
@@ -514,11 +543,11 @@ def visualize(
     title = f"{where}: predictions scoring >= {score_threshold:g}"
     sheet = output / "sheet.png"
     size = contact_sheet(
-        grid, sheet, column_labels=column_labels, row_labels=row_labels, title=title
+        grid, sheet, column_labels=column_labels, row_labels=row_labels, notes=notes, title=title
     )
     echo(f"wrote {len(written)} per-image drawing(s) under {output}")
     echo(f"wrote {sheet} ({size[0]}x{size[1]} px)")
-    return {"sheet": sheet, "images": written, "size": size}
+    return {"sheet": sheet, "images": written, "size": size, "notes": notes}
 
 
 def _checkpoints(

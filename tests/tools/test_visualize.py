@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,11 @@ from frn_det.engine import Trainer, argument_parser, build_config
 from frn_det.layers import TLU, FilterResponseNorm1d, FilterResponseNorm2d, set_frn_impl
 from frn_det.visualization import (
     FRNStatsHook,
+    checkpoint_from_run,
     draw_ground_truth,
     draw_predictions,
     frn_parameter_stats,
+    visualize,
 )
 from frn_det.visualization.predictions import GAP, main
 
@@ -176,6 +179,20 @@ def test_a_run_folder_gives_a_png_per_image_with_the_ground_truth_beside_the_pre
         assert _changed(prediction, image).mean() > 0.01
         assert (pair[:, width : width + GAP] == 255).all()
     assert not (out / "tiny_frn" / "000002.png").exists()
+
+
+def test_a_panel_says_what_it_leaves_out_and_a_run_is_labelled_with_its_final_ap(
+    run_folder, val_records, tmp_path
+):
+    checkpoint = checkpoint_from_run(run_folder)
+    assert checkpoint.label == "tiny_frn\nbox AP 12.5 / mask AP 11.0"
+    assert checkpoint_from_run(run_folder, "FRN").label == "FRN\nbox AP 12.5 / mask AP 11.0"
+    done = visualize([checkpoint], tmp_path, num_images=2, score_threshold=2.0, per_image=False)
+    for record, (truth, prediction) in zip(val_records, done["notes"], strict=False):
+        count = len(record["annotations"])
+        assert truth == f"{count} object{'s' if count > 1 else ''}"
+        # No score reaches 2: nothing is drawn, and the note says how much was predicted.
+        assert re.fullmatch(r"0 of [1-9]\d* drawn, top score 0\.\d\d", prediction), prediction
 
 
 def test_several_checkpoints_go_side_by_side_in_one_sheet(
