@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import numbers
 import os
 import shutil
 import sys
@@ -157,11 +158,15 @@ def generate_shapes_dataset(
     Everything is written into a temporary sibling folder and renamed into place with the
     manifest already inside, so an interrupted run never leaves a complete-looking dataset.
     """
-    for name, value in (("num_train", num_train), ("num_val", num_val)):
-        if value < 1:
-            raise ValueError(f"{name} must be a positive number of images, got {value}")
+    _check_counts(num_train, num_val, seed)
     final = shapes_dir(root)
     parent = final.parent
+    blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ShapesDatasetError(
+            f"Cannot write the shapes dataset under {parent}: {blocker} is a file, not a "
+            f"folder. Point DETECTRON2_DATASETS (or --root) at a folder; see {DATASETS_DOC}."
+        )
     try:
         parent.mkdir(parents=True, exist_ok=True)
         # Not tempfile.mkdtemp: its 0o700 mode would become the dataset's after the rename.
@@ -192,6 +197,20 @@ def generate_shapes_dataset(
         raise
     logger.info("Generated %s in %.1f s", final, time.perf_counter() - started)
     return final
+
+
+def _check_counts(num_train: object, num_val: object, seed: object) -> None:
+    """Raise ValueError naming the argument unless the counts are integers >= 1 and the
+    seed an integer >= 0 (numpy's generator refuses a negative one, mid-generation)."""
+    for name, value, minimum, what in (
+        ("num_train", num_train, 1, "a positive number of images"),
+        ("num_val", num_val, 1, "a positive number of images"),
+        ("seed", seed, 0, "an integer >= 0"),
+    ):
+        integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if not integral or value < minimum:
+            shown = repr(value) if integral else f"{type(value).__name__} {value!r}"
+            raise ValueError(f"{name} must be {what}, got {shown}")
 
 
 def ensure_shapes_dataset(
@@ -253,10 +272,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="datasets folder; the dataset goes to ROOT/frn_shapes "
         "(default: $DETECTRON2_DATASETS, else ./datasets)",
     )
-    parser.add_argument("--num-train", type=int, default=DEFAULT_NUM_TRAIN)
-    parser.add_argument("--num-val", type=int, default=DEFAULT_NUM_VAL)
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--num-train", type=int, default=DEFAULT_NUM_TRAIN, metavar="N")
+    parser.add_argument("--num-val", type=int, default=DEFAULT_NUM_VAL, metavar="N")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S")
     args = parser.parse_args(argv)
+    try:
+        _check_counts(args.num_train, args.num_val, args.seed)
+    except ValueError as e:
+        # Name the flag, as argparse does, rather than the function argument.
+        flag = "--" + str(e).split(" ", 1)[0].replace("_", "-")
+        parser.error(f"argument {flag}: {str(e).split(' ', 1)[1]}")
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     target = shapes_dir(args.root)
@@ -267,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         generate_shapes_dataset(args.root, args.num_train, args.num_val, args.seed)
     except (ShapesDatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     print(f"Wrote {target}")
     return 0

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,50 @@ def test_an_unwritable_root_gets_an_error_naming_it(tmp_path, capsys):
 def test_counts_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="num_train must be a positive number of images, got 0"):
         generate_shapes_dataset(tmp_path, num_train=0, num_val=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_val": 2.5}, "num_val must be a positive number of images, got float 2.5"),
+        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"seed": "0"}, "seed must be an integer >= 0, got str '0'"),
+    ],
+)
+def test_bad_counts_and_seeds_are_refused_before_anything_is_written(tmp_path, kwargs, message):
+    root = tmp_path / "datasets"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        generate_shapes_dataset(root, **{"num_train": 1, "num_val": 1, **kwargs})
+    assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num-train", "0"], "argument --num-train: must be a positive number of images, got 0"),
+        (["--num-val", "-3"], "argument --num-val: must be a positive number of images, got -3"),
+        (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    ],
+)
+def test_the_command_line_names_the_bad_flag_and_writes_nothing(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exited:
+        main(["--root", str(tmp_path / "datasets"), *flags])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m frn_det.data.shapes: error: {message}"
+    )
+    assert not (tmp_path / "datasets").exists()
+
+
+def test_a_root_that_is_a_file_is_named_as_a_file(tmp_path, capsys):
+    root = tmp_path / "notes.txt"
+    root.write_text("mine\n")
+    assert main(["--root", str(root), "--num-train", "1", "--num-val", "1"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"python -m frn_det.data.shapes: error: Cannot write the shapes dataset under {root}: "
+        f"{root} is a file, not a folder."
+    )
+    assert root.read_text() == "mine\n"
 
 
 def test_a_dataset_from_another_generator_version_is_regenerated(tiny_root):
