@@ -70,7 +70,7 @@ GAP = 6
 FONT_PT = 8
 DPI = 100
 LINE_PX = 14  # one line of FONT_PT text at DPI, with leading
-CHAR_PX = 6  # the average width of one character, to wrap labels to their column
+CHAR_PX = 7  # about the widest average character (bold), to wrap labels to their column
 
 
 class VisualizeError(ValueError):
