@@ -512,8 +512,13 @@ def do_train(cfg: DictConfig, resume: bool = False) -> dict[str, Any] | None:
     NaN/Inf loss, before the optimizer step.
     """
     model = build_lazy_model(cfg)
+    # detectron2's convention (optimizer.params.model names the model), without leaving the
+    # model in the config, which would then be saved with it.
     cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
+    try:
+        optimizer = instantiate(cfg.optimizer)
+    finally:
+        del cfg.optimizer.params["model"]
     data_loader = instantiate(cfg.dataloader.train)
 
     ddp = dict(cfg.train.get("ddp", {}))

@@ -33,9 +33,11 @@ from frn_det.data.builtin import SHAPES_CLASSES
 from frn_det.data.shapes import generate_shapes_dataset
 from frn_det.engine.lazy import (
     apply_lazy_ims_per_gpu,
+    argument_parser,
     check_lazy_config,
     do_train,
     load_lazy_config,
+    main,
     norm_keys,
     prepare_lazy_config,
     run,
@@ -369,6 +371,15 @@ def test_a_shapes_sized_frn_lsj_config_trains_and_evaluates_on_the_cpu(shapes_ro
     assert checkpoint["iteration"] == 2
     taus = [m.tau for m in model.modules() if isinstance(m, FilterResponseNorm2d) and m.tlu]
     assert taus and any(bool((tau != 0).any()) for tau in taus)  # the TLU thresholds trained
+
+    # --eval-only on the checkpoint reports what the end of training reported.
+    config = tmp_path / "config.yaml"
+    LazyConfig.save(cfg, str(config))
+    checkpoint = f"train.init_checkpoint={out / 'model_final.pth'}"
+    args = argument_parser().parse_args(["--config-file", str(config), "--eval-only", checkpoint])
+    evaluated = main(args)
+    assert evaluated["bbox"] == pytest.approx(results["bbox"], nan_ok=True)
+    assert evaluated["segm"] == pytest.approx(results["segm"], nan_ok=True)
 
 
 def test_a_killed_lazy_run_resumes_from_its_newest_complete_checkpoint(shapes_root, tmp_path):
