@@ -45,6 +45,7 @@ __all__ = [
     "Checkpoint",
     "Predictor",
     "Sample",
+    "VisualizeError",
     "argument_parser",
     "checkpoint_config",
     "checkpoint_from_run",
@@ -61,8 +62,8 @@ __all__ = [
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 WEIGHT_SUFFIXES = (".pth", ".pkl")
-# Inference needs no compiled FRN kernels: the eager path gives the same numbers (tested in
-# tests/layers) without compiling for every new image size. A user's --opts still win.
+# Drawing a few images needs no compiled FRN kernels: the eager path gives the same numbers
+# (tested in tests/layers) without torch.compile's start-up. A user's --opts still win.
 DEFAULT_OPTS = ("MODEL.FRN.IMPL", "autograd")
 # White, like the page the sheet is shown on; the gaps between panels.
 PAPER = 255
