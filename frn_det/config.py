@@ -14,6 +14,13 @@ def add_frn_config(cfg: CN) -> CN:
         where it is needed (one value per channel gives x_hat ~= sign(x) otherwise).
     MODEL.FRN.IMPL: which FRN kernel trains: "auto" (torch.compile where available, else
         the hand-written autograd function), "compiled", "autograd" or "reference".
+    MODEL.FRN.AFTER_FC: what follows each fully connected layer of the box head where stock
+        has a bare ReLU: "TLU" (the norm's bare activation: a per-channel TLU for FRN, the
+        ReLU for every other norm) or "FRN" (FRN1d+TLU with learned eps; not in the paper).
+    MODEL.PADDING_AWARE_NORM: every norm-act slot of the backbone, FPN and dense heads
+        takes its statistics over each image's valid pixels and writes zeros in the
+        padding, so an image's features do not depend on the batch it is padded into
+        (frn_det.layers.padding). False computes what detectron2 computes.
     MODEL.RESNETS.ZERO_INIT_LAST_NORM: start the last norm's gamma of every residual
         block at 0, so each block begins as the identity.
     MODEL.RPN.NORM: norm of the RPN head's shared 3x3 conv; "" keeps detectron2's head.
@@ -34,6 +41,8 @@ def add_frn_config(cfg: CN) -> CN:
     model.FRN.setdefault("LEARNABLE_EPS", False)
     model.FRN.setdefault("FC_LEARNABLE_EPS", True)
     model.FRN.setdefault("IMPL", "auto")
+    model.FRN.setdefault("AFTER_FC", "TLU")
+    model.setdefault("PADDING_AWARE_NORM", False)
     model.RESNETS.setdefault("ZERO_INIT_LAST_NORM", False)
     model.RPN.setdefault("NORM", "")
     cfg.SOLVER.setdefault("IMS_PER_GPU", 0)

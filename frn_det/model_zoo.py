@@ -181,11 +181,15 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "SOLVER.WARMUP_ITERS",
+            "50",
+            "TEST.PRECISE_BN.ENABLED",
+            "False",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms bn --ims-per-gpu 1 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
-            "400 SOLVER.STEPS '(320, 373)'"
+            "400 SOLVER.STEPS '(320, 373)' SOLVER.WARMUP_ITERS 50 TEST.PRECISE_BN.ENABLED False"
         ),
     ),
     ZooEntry(
@@ -206,11 +210,15 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "SOLVER.WARMUP_ITERS",
+            "50",
+            "TEST.PRECISE_BN.ENABLED",
+            "False",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms bn --ims-per-gpu 2 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
-            "400 SOLVER.STEPS '(320, 373)'"
+            "400 SOLVER.STEPS '(320, 373)' SOLVER.WARMUP_ITERS 50 TEST.PRECISE_BN.ENABLED False"
         ),
     ),
     ZooEntry(
@@ -231,11 +239,15 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "SOLVER.WARMUP_ITERS",
+            "50",
+            "TEST.PRECISE_BN.ENABLED",
+            "False",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms bn --ims-per-gpu 4 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
-            "400 SOLVER.STEPS '(320, 373)'"
+            "400 SOLVER.STEPS '(320, 373)' SOLVER.WARMUP_ITERS 50 TEST.PRECISE_BN.ENABLED False"
         ),
     ),
     ZooEntry(
@@ -256,11 +268,15 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "SOLVER.WARMUP_ITERS",
+            "50",
+            "TEST.PRECISE_BN.ENABLED",
+            "False",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms bn --ims-per-gpu 8 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
-            "400 SOLVER.STEPS '(320, 373)'"
+            "400 SOLVER.STEPS '(320, 373)' SOLVER.WARMUP_ITERS 50 TEST.PRECISE_BN.ENABLED False"
         ),
     ),
     ZooEntry(
@@ -281,11 +297,16 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "SOLVER.WARMUP_ITERS",
+            "50",
+            "TEST.PRECISE_BN.ENABLED",
+            "False",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms syncbn --ims-per-gpu 1 --num-gpus 2 --seed 0 --output output/grid "
-            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)' SOLVER.WARMUP_ITERS 50 "
+            "TEST.PRECISE_BN.ENABLED False"
         ),
     ),
     ZooEntry(
@@ -306,11 +327,16 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "SOLVER.WARMUP_ITERS",
+            "50",
+            "TEST.PRECISE_BN.ENABLED",
+            "False",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms syncbn --ims-per-gpu 2 --num-gpus 2 --seed 0 --output output/grid "
-            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)' SOLVER.WARMUP_ITERS 50 "
+            "TEST.PRECISE_BN.ENABLED False"
         ),
     ),
     ZooEntry(
@@ -331,11 +357,16 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "SOLVER.WARMUP_ITERS",
+            "50",
+            "TEST.PRECISE_BN.ENABLED",
+            "False",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms syncbn --ims-per-gpu 4 --num-gpus 2 --seed 0 --output output/grid "
-            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)' SOLVER.WARMUP_ITERS 50 "
+            "TEST.PRECISE_BN.ENABLED False"
         ),
     ),
     ZooEntry(
@@ -356,11 +387,16 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "SOLVER.WARMUP_ITERS",
+            "50",
+            "TEST.PRECISE_BN.ENABLED",
+            "False",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms syncbn --ims-per-gpu 8 --num-gpus 2 --seed 0 --output output/grid "
-            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)' SOLVER.WARMUP_ITERS 50 "
+            "TEST.PRECISE_BN.ENABLED False"
         ),
     ),
     ZooEntry(
@@ -381,11 +417,13 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "SOLVER.WARMUP_ITERS",
+            "50",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms gn --ims-per-gpu 1 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
-            "400 SOLVER.STEPS '(320, 373)'"
+            "400 SOLVER.STEPS '(320, 373)' SOLVER.WARMUP_ITERS 50"
         ),
     ),
     ZooEntry(
@@ -406,11 +444,13 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "SOLVER.WARMUP_ITERS",
+            "50",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms gn --ims-per-gpu 2 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
-            "400 SOLVER.STEPS '(320, 373)'"
+            "400 SOLVER.STEPS '(320, 373)' SOLVER.WARMUP_ITERS 50"
         ),
     ),
     ZooEntry(
@@ -431,11 +471,13 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "SOLVER.WARMUP_ITERS",
+            "50",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms gn --ims-per-gpu 4 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
-            "400 SOLVER.STEPS '(320, 373)'"
+            "400 SOLVER.STEPS '(320, 373)' SOLVER.WARMUP_ITERS 50"
         ),
     ),
     ZooEntry(
@@ -456,11 +498,13 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "SOLVER.WARMUP_ITERS",
+            "50",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms gn --ims-per-gpu 8 --num-gpus 1 --seed 0 --output output/grid SOLVER.MAX_ITER "
-            "400 SOLVER.STEPS '(320, 373)'"
+            "400 SOLVER.STEPS '(320, 373)' SOLVER.WARMUP_ITERS 50"
         ),
     ),
     ZooEntry(
@@ -481,11 +525,16 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "MODEL.FRN.AFTER_FC",
+            "FRN",
+            "SOLVER.WARMUP_ITERS",
+            "100",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms frn --ims-per-gpu 1 --num-gpus 1 --seed 0 --output output/grid "
-            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)' MODEL.FRN.AFTER_FC FRN "
+            "SOLVER.WARMUP_ITERS 100"
         ),
     ),
     ZooEntry(
@@ -506,11 +555,16 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "MODEL.FRN.AFTER_FC",
+            "FRN",
+            "SOLVER.WARMUP_ITERS",
+            "100",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms frn --ims-per-gpu 2 --num-gpus 1 --seed 0 --output output/grid "
-            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)' MODEL.FRN.AFTER_FC FRN "
+            "SOLVER.WARMUP_ITERS 100"
         ),
     ),
     ZooEntry(
@@ -531,11 +585,16 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "MODEL.FRN.AFTER_FC",
+            "FRN",
+            "SOLVER.WARMUP_ITERS",
+            "100",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms frn --ims-per-gpu 4 --num-gpus 1 --seed 0 --output output/grid "
-            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)' MODEL.FRN.AFTER_FC FRN "
+            "SOLVER.WARMUP_ITERS 100"
         ),
     ),
     ZooEntry(
@@ -556,11 +615,16 @@ FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
             "400",
             "SOLVER.STEPS",
             "(320, 373)",
+            "MODEL.FRN.AFTER_FC",
+            "FRN",
+            "SOLVER.WARMUP_ITERS",
+            "100",
         ),
         reproduce=(
             "python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' "
             "--norms frn --ims-per-gpu 8 --num-gpus 1 --seed 0 --output output/grid "
-            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)'"
+            "SOLVER.MAX_ITER 400 SOLVER.STEPS '(320, 373)' MODEL.FRN.AFTER_FC FRN "
+            "SOLVER.WARMUP_ITERS 100"
         ),
     ),
 )

@@ -14,6 +14,7 @@ SyncBN in one process is BN: detectron2's NaiveSyncBatchNorm (CPU) and torch's S
     python tools/benchmark_model.py --size 384 --batch 2 --iters 5
     python tools/benchmark_model.py --device cuda --size 800 --iters 20 --json bench.json
     python tools/benchmark_model.py --norms GN FRN --impl compiled autograd --profile
+    python tools/benchmark_model.py --norms FRN --padding-aware FRN --ragged --size 384
 """
 
 from __future__ import annotations
@@ -69,6 +70,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="keep each config's FREEZE_AT and STRIDE_IN_1X1 instead of the same network "
         "for every norm (all stages trained, stride in the 1x1 conv)",
     )
+    parser.add_argument(
+        "--padding-aware",
+        nargs="+",
+        default=[],
+        choices=list(NORMS),
+        help="norms that get a second row with MODEL.PADDING_AWARE_NORM True",
+    )
+    parser.add_argument(
+        "--ragged",
+        action="store_true",
+        help="images of different widths (side to 3/4 side) so the batch is padded",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-rss", action="store_true", help="CPU: skip the peak-RSS processes")
     parser.add_argument(
@@ -108,6 +121,8 @@ def spec_from_args(args: argparse.Namespace) -> BenchSpec:
         warmup=args.warmup,
         seed=args.seed,
         threads=args.threads,
+        padding_aware=tuple(args.padding_aware),
+        ragged=args.ragged,
     )
 
 
@@ -123,8 +138,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     device = torch.device(spec.device)
     where = meta["device_name"] if device.type == "cuda" else f"cpu ({meta['threads']} threads)"
+    shape = f"{spec.size}x{spec.size}" + (" to 3/4 as wide (ragged)" if spec.ragged else "")
     print(
-        f"Mask R-CNN training benchmark: {where}, {spec.batch} images of {spec.size}x{spec.size}"
+        f"Mask R-CNN training benchmark: {where}, {spec.batch} images of {shape}"
         f" with {spec.boxes} objects each, median of {spec.iters} iterations after "
         f"{spec.warmup} warm-up, torch {torch.__version__}, FRN impl {', '.join(spec.impls)}\n"
     )
@@ -143,7 +159,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"  {key}: " + ", ".join(f"{n}={v}" for n, v in values.items()))
     summary = target_summary(rows)
     if summary:
-        print("\nTargets (FRN no slower than GN, within 1.05x of BN, peak memory <= GN):")
+        print(
+            "\nTargets (FRN no slower than GN, within 1.05x of BN, peak memory <= GN; "
+            "padding-aware within 1.10x of plain):"
+        )
         print(summary)
     if args.profile:
         print("\nOne profiled iteration per norm (after the timed ones):\n")

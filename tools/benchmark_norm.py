@@ -8,6 +8,9 @@ CUDA also the peak allocated memory). Prints a Markdown table; ``--json`` writes
 
     python tools/benchmark_norm.py                       # CPU, fp32, all shapes
     python tools/benchmark_norm.py --shapes p2 mask --repeats 5 --json bench.json
+
+At the conv shapes of a padded batch (stem, p2) padding-aware FRN and GN rows run on the
+same input as a batch of two images, the second 3/4 as wide as the canvas.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from frn_det.layers import padding  # noqa: E402
 from frn_det.layers.frn import (  # noqa: E402
     FilterResponseNorm1d,
     FilterResponseNorm2d,
+    PaddingAwareFilterResponseNorm2d,
     frn_impl,
 )
 
@@ -39,6 +44,8 @@ SHAPES: dict[str, tuple[int, ...]] = {
 }
 BASELINE = "BN+ReLU"
 FRN_PATHS = ("compiled", "autograd", "reference")
+PADDED_SHAPES = ("stem", "p2")  # maps of a padded image batch; mask and fc are per-RoI
+PADDING_AWARE = " padding-aware"
 
 
 class NaiveFRN(nn.Module):
@@ -71,7 +78,21 @@ class _WithImpl(nn.Module):
             return self.frn(x)
 
 
-def build_methods(shape: tuple[int, ...]) -> dict[str, nn.Module | Callable]:
+class _InPaddedBatch(nn.Module):
+    """A padding-aware layer run on a batch whose last image is 3/4 as wide as the canvas."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        sizes = [(h, w)] * (n - 1) + [(h, (3 * w) // 4)]
+        with padding.image_sizes(sizes, (h, w)):
+            return self.layer(x)
+
+
+def build_methods(name: str, shape: tuple[int, ...]) -> dict[str, nn.Module | Callable]:
     """The layers compared at ``shape``: name -> module taking (N, C, ...) input."""
     channels, fc = shape[1], len(shape) == 2
     bn = nn.BatchNorm1d(channels) if fc else nn.BatchNorm2d(channels)
@@ -84,6 +105,12 @@ def build_methods(shape: tuple[int, ...]) -> dict[str, nn.Module | Callable]:
     for impl in FRN_PATHS:
         methods[f"FRN {impl}"] = _WithImpl(frn_cls(channels), impl)
     methods["FRN naive"] = NaiveFRN(channels)
+    if name in PADDED_SHAPES:
+        for impl in ("compiled", "autograd"):
+            layer = _WithImpl(PaddingAwareFilterResponseNorm2d(channels), impl)
+            methods[f"FRN {impl}{PADDING_AWARE}"] = _InPaddedBatch(layer)
+        gn_aware = nn.Sequential(padding.PaddingAwareGroupNorm(32, channels), nn.ReLU())
+        methods[f"GN+ReLU{PADDING_AWARE}"] = _InPaddedBatch(gn_aware)
     return methods
 
 
@@ -153,13 +180,13 @@ def run(args: argparse.Namespace) -> list[dict]:
         x = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
         grad = torch.randn_like(x)
         input_bytes = x.numel() * x.element_size()
-        for method, module in build_methods(shape).items():
+        for method, module in build_methods(name, shape).items():
             module = module.to(device=device, dtype=dtype)
             row = measure(module, x, grad, args.repeats, args.warmup)
             row.update(shape=name, dims="x".join(map(str, shape)), method=method)
             row["saved_vs_input"] = row["saved_bytes"] / input_bytes
             rows.append(row)
-            print(f"  {name:5s} {method:14s} {row['ms']:9.1f} ms", file=sys.stderr, flush=True)
+            print(f"  {name:5s} {method:27s} {row['ms']:9.1f} ms", file=sys.stderr, flush=True)
         base = next(r["ms"] for r in rows if r["shape"] == name and r["method"] == BASELINE)
         for r in rows:
             if r["shape"] == name:
@@ -199,6 +226,15 @@ def target_summary(rows: list[dict]) -> str:
             f"{by['FRN autograd']['saved_vs_input']:.2f}x (autograd) one input copy; "
             f"first call (compile) {frn['first_ms'] / 1e3:.1f} s"
         )
+        for impl in ("compiled", "autograd"):
+            aware = by.get(f"FRN {impl}{PADDING_AWARE}")
+            if aware is not None:
+                ratio = aware["ms"] / by[f"FRN {impl}"]["ms"]
+                met = "met" if ratio <= 1.15 else "MISSED"
+                lines.append(
+                    f"  - {shape}: FRN {impl} padding-aware / FRN {impl} = {ratio:.2f} "
+                    f"(<= 1.15: {met})"
+                )
     return "\n".join(lines)
 
 

@@ -1,9 +1,12 @@
-"""FRN layers and the norm-act registry."""
+"""FRN layers, their padding-aware forms (``padding``) and the norm-act registry."""
 
+from . import padding
 from .frn import (
     TLU,
     FilterResponseNorm1d,
     FilterResponseNorm2d,
+    PaddingAwareFilterResponseNorm2d,
+    PaddingAwareTLU,
     frn_impl,
     frn_reference,
     get_frn_impl,
@@ -24,12 +27,15 @@ __all__ = [
     "FilterResponseNorm1d",
     "FilterResponseNorm2d",
     "NormAct",
+    "PaddingAwareFilterResponseNorm2d",
+    "PaddingAwareTLU",
     "frn_impl",
     "frn_reference",
     "get_frn_impl",
     "get_activation",
     "get_fc_norm_act",
     "get_norm_act",
+    "padding",
     "register_norm",
     "registered_norms",
     "set_frn_impl",

@@ -40,12 +40,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from .padding import valid_mask
+
 __all__ = [
     "FRN_IMPLS",
     "IMPL_ENV_VAR",
     "TLU",
     "FilterResponseNorm1d",
     "FilterResponseNorm2d",
+    "PaddingAwareFilterResponseNorm2d",
+    "PaddingAwareTLU",
     "filter_response_norm",
     "frn_impl",
     "frn_reference",
@@ -112,6 +116,7 @@ def frn_reference(
     bias: torch.Tensor,
     tau: torch.Tensor | None,
     eps: torch.Tensor,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The plain FRN(+TLU) formula every other path is checked against.
 
@@ -121,12 +126,20 @@ def frn_reference(
         weight, bias: (C,) gamma and beta.
         tau: (C,) TLU threshold, or None for FRN without TLU.
         eps: the effective epsilon, already made positive: a tensor of shape (), (1,) or (C,).
+        mask: None, or (N, 1, H, W) (any (N, 1, ...) for other ranks) marking each sample's
+            valid pixels: nu2 is then the mean over them and the output is 0 elsewhere
+            (padding-aware FRN).
     Returns:
         a tensor of the shape and dtype of ``x``.
     """
     shape = [1, -1] + [1] * (x.dim() - 2)
     xf = x.to(_stat_dtype(x.dtype))
-    if x.dim() > 2:
+    if mask is not None:
+        xf = xf * mask.to(xf.dtype)
+        dims = list(range(2, x.dim()))
+        count = mask.to(xf.dtype).sum(dim=dims, keepdim=True)
+        nu2 = xf.square().sum(dim=dims, keepdim=True) / count
+    elif x.dim() > 2:
         nu2 = xf.square().mean(dim=list(range(2, x.dim())), keepdim=True)
     else:
         # mean(dim=[]) would reduce every dim; for (N, C) features nu2 is x^2 itself.
@@ -135,6 +148,8 @@ def frn_reference(
     y = y * weight.to(xf.dtype).reshape(shape) + bias.to(xf.dtype).reshape(shape)
     if tau is not None:
         y = torch.maximum(y, tau.to(xf.dtype).reshape(shape))
+    if mask is not None:
+        y = y * mask.to(y.dtype)
     return y.to(x.dtype)
 
 
@@ -142,15 +157,25 @@ def frn_reference(
 # Kernels of the "autograd" and "compiled" paths. They take x viewed as (N, C, L), L = H*W
 # (L = 1 for fully connected features), run without autograd, and are written so that they
 # are reasonable eager code (few temporaries, in-place where it saves a pass) and also
-# compile into one reduction loop plus one elementwise loop each.
+# compile into one reduction loop plus one elementwise loop each. Padding-aware FRN passes
+# ``mask`` (N, 1, L), 1 on valid pixels and 0 on padding, in x's dtype, and ``count``
+# (N, 1), the valid pixels per sample: FRN is then that of x * mask with mean_L over the
+# valid pixels, and its output is 0 on the padding. Both are None otherwise.
 
 
-def _statistic(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def _statistic(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    count: torch.Tensor | None = None,
+) -> torch.Tensor:
     """r = rsqrt(mean_L(x^2) + eps) (N, C) of x (N, C, L), in fp32 or wider."""
     acc = _stat_dtype(x.dtype)
+    if mask is not None:
+        x = x * mask
     # vector_norm casts per element while reducing: no fp32 copy of x, no x^2 temporary.
     norm = torch.linalg.vector_norm(x, dim=2, dtype=acc)
-    return torch.rsqrt(norm.square() / x.shape[2] + eps.to(acc))
+    return torch.rsqrt(norm.square() / (x.shape[2] if count is None else count) + eps.to(acc))
 
 
 def _forward_kernel(
@@ -159,16 +184,22 @@ def _forward_kernel(
     bias: torch.Tensor,
     tau: torch.Tensor | None,
     eps: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    count: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FRN(+TLU) of x (N, C, L); returns z (N, C, L) in x's dtype and r (N, C) in fp32+.
 
     r = rsqrt(mean_L(x^2) + eps) is the only statistic backward needs.
     """
     acc = _stat_dtype(x.dtype)
-    r = _statistic(x, eps)
+    r = _statistic(x, eps, mask, count)
+    if mask is not None:
+        x = x * mask
     z = torch.addcmul(bias.to(acc).view(1, -1, 1), x, (r * weight.to(acc)).unsqueeze(2))
     if tau is not None:
         z = z.clamp_min_(tau.to(acc).view(1, -1, 1))
+    if mask is not None:
+        z = z.mul_(mask)
     return z.to(x.dtype), r
 
 
@@ -181,6 +212,8 @@ def _backward_kernel(
     tau: torch.Tensor | None,
     need_dx: bool,
     need_dtau: bool,
+    mask: torch.Tensor | None = None,
+    count: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Gradients of FRN(+TLU) from gz and x (N, C, L) and r (N, C).
 
@@ -196,6 +229,11 @@ def _backward_kernel(
     w = weight.to(acc)
     rw = (r * w).unsqueeze(2)
     gz = gz.to(acc)
+    length = x.shape[2] if count is None else count
+    if mask is not None:
+        # the output is z * mask of FRN(x * mask): padding neither receives nor sends gradient
+        x = x * mask
+        gz = gz * mask
     if tau is not None:
         # mask = (sign(y - tau) + 1)/2 is exactly 1, 1/2 or 0: torch.maximum's tie rule.
         mask = torch.addcmul(bias.to(acc).view(1, -1, 1), x, rw)
@@ -210,7 +248,7 @@ def _backward_kernel(
     dtau = (gz.sum(dim=2) - sum_gy).sum(dim=0) if tau is not None and need_dtau else None
     dx = None
     if need_dx:
-        dx = torch.mul(gy, rw).addcmul_(x, (r.square() * s / x.shape[2]).unsqueeze(2), value=-1.0)
+        dx = torch.mul(gy, rw).addcmul_(x, (r.square() * s / length).unsqueeze(2), value=-1.0)
         dx = dx.to(x.dtype)
     return dx, a.sum(dim=0), sum_gy.sum(dim=0), dtau, deps
 
@@ -282,9 +320,9 @@ def _run_kernel(compiled: bool, kernel: Callable, key: tuple, *args) -> tuple:
             return kernel(*args)
 
 
-def _variant(x: torch.Tensor, tau: torch.Tensor | None) -> tuple:
-    """What a compiled kernel is specialised to: dtype, TLU, channels_last, H*W == 1."""
-    return (x.dtype, tau is not None, not x.is_contiguous(), x.shape[2] == 1)
+def _variant(x: torch.Tensor, tau: torch.Tensor | None, mask: torch.Tensor | None) -> tuple:
+    """What a compiled kernel is specialised to: dtype, TLU, channels_last, H*W == 1, mask."""
+    return (x.dtype, tau is not None, not x.is_contiguous(), x.shape[2] == 1, mask is not None)
 
 
 class _FilterResponseNormFunction(torch.autograd.Function):
@@ -296,28 +334,32 @@ class _FilterResponseNormFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, tau, eps, compiled: bool):
-        z, r = _run_kernel(compiled, _forward_kernel, _variant(x, tau), x, weight, bias, tau, eps)
+    def forward(ctx, x, weight, bias, tau, eps, mask, count, compiled: bool):
+        variant = _variant(x, tau, mask)
+        z, r = _run_kernel(
+            compiled, _forward_kernel, variant, x, weight, bias, tau, eps, mask, count
+        )
         ctx.compiled = compiled
         ctx.eps_shape = eps.shape
         ctx.recompute = x.shape[2] == 1
-        ctx.save_for_backward(x, eps.detach() if ctx.recompute else r, weight, bias, tau)
+        saved = eps.detach() if ctx.recompute else r
+        ctx.save_for_backward(x, saved, weight, bias, tau, mask, count)
         return z
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gz):
-        x, r, weight, bias, tau = ctx.saved_tensors
+        x, r, weight, bias, tau, mask, count = ctx.saved_tensors
         if ctx.recompute:
-            r = _statistic(x, r)
-        need_x, need_w, need_b, need_tau, need_eps, _ = ctx.needs_input_grad
+            r = _statistic(x, r, mask, count)
+        need_x, need_w, need_b, need_tau, need_eps = ctx.needs_input_grad[:5]
         # the compiled kernel is specialised to x's layout; autograd may hand any strides.
         gz = gz if gz.stride() == x.stride() else torch.empty_like(x).copy_(gz)
         flags = (need_x, need_tau)
         dx, dw, db, dtau, deps = _run_kernel(
             ctx.compiled,
             _backward_kernel,
-            _variant(x, tau) + flags,
+            _variant(x, tau, mask) + flags,
             gz,
             x,
             r,
@@ -325,12 +367,14 @@ class _FilterResponseNormFunction(torch.autograd.Function):
             bias,
             tau,
             *flags,
+            mask,
+            count,
         )
         dw = dw.to(weight.dtype) if need_w else None
         db = db.to(bias.dtype) if need_b else None
         dtau = dtau.to(tau.dtype) if dtau is not None else None
         deps = deps.sum_to_size(ctx.eps_shape) if need_eps else None
-        return dx, dw, db, dtau, deps, None
+        return dx, dw, db, dtau, deps, None, None, None
 
 
 def _as_ncl(x: torch.Tensor) -> torch.Tensor:
@@ -362,6 +406,7 @@ def filter_response_norm(
     tau: torch.Tensor | None,
     eps: torch.Tensor,
     impl: str | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """FRN(+TLU) of x with the implementation ``impl`` (default: ``get_frn_impl()``).
 
@@ -370,13 +415,16 @@ def filter_response_norm(
         weight, bias: (C,) gamma and beta; tau: (C,) or None for no TLU.
         eps: effective epsilon, positive: a tensor of shape (), (1,) or (C,).
         impl: one of ``FRN_IMPLS``; every choice computes the same function.
+        mask: None, or bool (N, 1, H, W) marking valid pixels (padding-aware FRN: statistics
+            over them, zeros elsewhere; see ``frn_reference``). Each sample needs at least
+            one valid pixel.
     Returns:
         a tensor of the shape and dtype of ``x``; channels_last input gives channels_last
         output.
     """
     impl = get_frn_impl() if impl is None else _validate_impl(impl, "filter_response_norm(impl=)")
     if impl == "reference" or _is_being_captured() or x.device.type == "meta":
-        return frn_reference(x, weight, bias, tau, eps)
+        return frn_reference(x, weight, bias, tau, eps, mask)
     compiled = impl != "autograd" and _has_toolchain(x.device.type)
     if impl == "compiled" and not compiled and x.device.type not in _compile_broken:
         _compile_broken.add(x.device.type)
@@ -387,12 +435,18 @@ def filter_response_norm(
             stacklevel=2,
         )
     x3 = _as_ncl(x)
+    mask3 = count = None
+    if mask is not None:
+        mask3 = mask.reshape(x.shape[0], 1, -1).to(x.dtype)
+        count = mask3.sum(dim=2, dtype=_stat_dtype(x.dtype))
     params = (weight, bias, eps) if tau is None else (weight, bias, eps, tau)
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-        z = _FilterResponseNormFunction.apply(x3, weight, bias, tau, eps, compiled)
+        z = _FilterResponseNormFunction.apply(x3, weight, bias, tau, eps, mask3, count, compiled)
     else:
-        variant = _variant(x3, tau)
-        z, _ = _run_kernel(compiled, _forward_kernel, variant, x3, weight, bias, tau, eps)
+        variant = _variant(x3, tau, mask3)
+        z, _ = _run_kernel(
+            compiled, _forward_kernel, variant, x3, weight, bias, tau, eps, mask3, count
+        )
     return z.view(x.shape)
 
 
@@ -429,11 +483,16 @@ class _FilterResponseNorm(nn.Module):
         )
 
     def effective_eps(self, x: torch.Tensor) -> torch.Tensor:
-        """eps0 + |eps_l| (or eps0), shape (1,), in fp32 on x's device."""
-        eps0 = torch.full((1,), self.eps, dtype=torch.float32, device=x.device)
+        """eps0 + |eps_l| (or eps0), shape (1,), on x's device in the statistics' dtype.
+
+        That is fp32 for half, bfloat16 and fp32 input and fp64 for fp64 input, so a
+        float64 model computes the formula in float64 throughout.
+        """
+        acc = _stat_dtype(x.dtype)
+        eps0 = torch.full((1,), self.eps, dtype=acc, device=x.device)
         if self.learned_eps is None:
             return eps0
-        return eps0 + self.learned_eps.float().abs()
+        return eps0 + self.learned_eps.to(acc).abs()
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != self._expected_dims or x.shape[1] != self.num_features:
@@ -492,8 +551,22 @@ class FilterResponseNorm1d(_FilterResponseNorm):
         super().__init__(num_features, eps, learnable_eps, tlu)
 
 
+class PaddingAwareFilterResponseNorm2d(FilterResponseNorm2d):
+    """``FilterResponseNorm2d`` whose nu2 is each image's mean over its valid pixels.
+
+    Inside a padded batch (``frn_det.layers.padding``) the output is zero on the padding, so
+    an image's output is the one it gets alone; outside one, or where nothing is padded, it
+    is exactly ``FilterResponseNorm2d``. Same parameters, kernels and (N, C, H, W) shapes.
+    """
+
+    @torch.jit.unused
+    def _forward_fast(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        mask = valid_mask(x, self)
+        return filter_response_norm(x, self.weight, self.bias, self.tau, eps, mask=mask)
+
+
 class _TLUFunction(torch.autograd.Function):
-    """max(x, tau) that keeps only its output for backward.
+    """max(x, tau) (times a 0/1 mask, if given) that keeps only its output for backward.
 
     ``torch.maximum`` keeps its input, the pre-activation sum after a residual addition, an
     extra feature map per block. The output is kept anyway as the next convolution's input,
@@ -502,21 +575,29 @@ class _TLUFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         z = torch.maximum(x, tau)
-        ctx.save_for_backward(z, tau)
+        if mask is not None:
+            z = z.mul_(mask)
+        ctx.save_for_backward(z, tau, mask)
         return z
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        z, tau = ctx.saved_tensors
+        z, tau, mask = ctx.saved_tensors
+        if mask is not None:
+            grad = grad * mask
         grad_x = grad * (z > tau)
+        if mask is not None:
+            grad_x = grad_x.mul_(mask)
         grad_tau = None
         if ctx.needs_input_grad[1]:
             reduce = [d for d in range(grad.dim()) if tau.shape[d] == 1]
             grad_tau = (grad - grad_x).sum(dim=reduce, keepdim=True)
-        return grad_x, grad_tau
+        return grad_x, grad_tau, None
 
 
 class TLU(nn.Module):
@@ -550,6 +631,26 @@ class TLU(nn.Module):
 
     @torch.jit.unused
     def _lean_maximum(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        return self._masked_maximum(x, tau, None)
+
+    @torch.jit.unused
+    def _masked_maximum(
+        self, x: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         if _is_being_captured() or not torch.is_grad_enabled():
-            return torch.maximum(x, tau)
-        return _TLUFunction.apply(x, tau)
+            z = torch.maximum(x, tau)
+            return z if mask is None else z * mask
+        return _TLUFunction.apply(x, tau, mask)
+
+
+class PaddingAwareTLU(TLU):
+    """``TLU`` whose output is zero on the padding of a padded batch (max(0, tau) is not).
+
+    Used after the residual additions of padding-aware FRN networks; the same parameter
+    (tau) and (N, C, ...) shapes as ``TLU``.
+    """
+
+    @torch.jit.unused
+    def _lean_maximum(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        mask = valid_mask(x, self)
+        return self._masked_maximum(x, tau, None if mask is None else mask.to(x.dtype))

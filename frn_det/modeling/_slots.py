@@ -41,11 +41,40 @@ def activation_module(activation: Activation | None) -> nn.Module | None:
     return FunctionalActivation(activation)
 
 
-def norm_options(cfg: CfgNode, fc: bool = False) -> dict[str, object]:
-    """``frn_options(cfg, fc)``, with an error that names the fix when MODEL.FRN is missing."""
-    if "FRN" not in cfg.MODEL:
+def norm_options(cfg: CfgNode, fc: bool = False, regions: bool = False) -> dict[str, object]:
+    """The keyword options of a component's ``get_norm_act`` calls.
+
+    ``frn_options(cfg, fc)`` plus where the slot runs: ``regions=True`` for per-region
+    features (RoI heads); otherwise maps of the padded batch, padding-aware when
+    MODEL.PADDING_AWARE_NORM is True. Names the fix when add_frn_config was not called.
+    """
+    if "FRN" not in cfg.MODEL or "PADDING_AWARE_NORM" not in cfg.MODEL:
         raise KeyError(
             "cfg.MODEL.FRN is missing: frn-det components read their FRN options from it; "
             "call frn_det.config.add_frn_config(cfg) before merging a config file"
         )
-    return frn_options(cfg, fc=fc)
+    options = frn_options(cfg, fc=fc)
+    if regions:
+        options["regions"] = True
+    elif not fc:
+        options["padding_aware"] = bool(cfg.MODEL.PADDING_AWARE_NORM)
+        if options["padding_aware"]:
+            _check_records_image_sizes(cfg.MODEL.META_ARCHITECTURE)
+    return options
+
+
+def _check_records_image_sizes(name: str) -> None:
+    # Padding-aware layers need the batch's image sizes, which only meta-architectures
+    # with the RecordsImageSizes mixin record; any other would fail at its first batch.
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    from .meta_arch import RecordsImageSizes
+
+    arch = META_ARCH_REGISTRY.get(name) if name in META_ARCH_REGISTRY else None
+    if arch is None or not issubclass(arch, RecordsImageSizes):
+        raise ValueError(
+            f"MODEL.PADDING_AWARE_NORM is True but MODEL.META_ARCHITECTURE {name!r} does not "
+            "record the images' sizes that padding-aware layers need; use FRNGeneralizedRCNN "
+            "or FRNRetinaNet (frn_det.use_frn_components(cfg) swaps them in), or a "
+            "meta-architecture with frn_det.modeling.meta_arch.RecordsImageSizes"
+        )

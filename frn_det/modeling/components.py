@@ -9,7 +9,10 @@ __all__ = ["FRN_COMPONENTS", "use_frn_components"]
 # config key -> {stock registered name: frn-det registered name}. Each frn-det component
 # builds stock's modules for stock norms, so the swap changes nothing but FRN support.
 FRN_COMPONENTS: dict[str, dict[str, str]] = {
-    "MODEL.META_ARCHITECTURE": {"RetinaNet": "FRNRetinaNet"},
+    "MODEL.META_ARCHITECTURE": {
+        "GeneralizedRCNN": "FRNGeneralizedRCNN",
+        "RetinaNet": "FRNRetinaNet",
+    },
     "MODEL.BACKBONE.NAME": {
         "build_resnet_backbone": "build_frn_resnet_backbone",
         "build_resnet_fpn_backbone": "build_frn_resnet_fpn_backbone",

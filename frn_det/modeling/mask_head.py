@@ -21,6 +21,9 @@ __all__ = ["FRNMaskRCNNConvUpsampleHead"]
 class FRNMaskRCNNConvUpsampleHead(MaskRCNNConvUpsampleHead):
     """``MaskRCNNConvUpsampleHead`` whose 3x3 convs end in slots of ROI_MASK_HEAD.NORM.
 
+    The slots are built for per-region features: a process may have no foreground RoI, and
+    SyncBN then weighs each process by its RoIs.
+
     (R, C, 14, 14) region features -> (R, num_classes, 28, 28) mask logits. The deconv keeps
     stock's bare ReLU: it has no norm before it and its own bias sets the threshold, so
     there is nothing for a TLU to replace. Losses and inference are the stock head's.
@@ -80,5 +83,5 @@ class FRNMaskRCNNConvUpsampleHead(MaskRCNNConvUpsampleHead):
     def from_config(cls, cfg: CfgNode, input_shape: ShapeSpec) -> dict[str, object]:
         """The stock head's arguments plus FRN options for its conv slots."""
         ret = super().from_config(cfg, input_shape)
-        ret["norm_options"] = norm_options(cfg)
+        ret["norm_options"] = norm_options(cfg, regions=True)
         return ret

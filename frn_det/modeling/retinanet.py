@@ -15,6 +15,7 @@ from torch import nn
 
 from ..layers.norm_act import NormAct, get_norm_act
 from ._slots import Norm, activation_module, norm_options
+from .meta_arch import RecordsImageSizes
 
 __all__ = ["FRNRetinaNet", "FRNRetinaNetHead"]
 
@@ -109,8 +110,9 @@ class FRNRetinaNetHead(RetinaNetHead):
 
 
 @META_ARCH_REGISTRY.register()
-class FRNRetinaNet(RetinaNet):
-    """detectron2's ``RetinaNet`` with ``FRNRetinaNetHead``; everything else is stock."""
+class FRNRetinaNet(RecordsImageSizes, RetinaNet):
+    """detectron2's ``RetinaNet`` with ``FRNRetinaNetHead``, recording its batch's image
+    sizes for padding-aware layers (``frn_det.modeling.meta_arch``); the rest is stock."""
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict[str, object]:

@@ -293,8 +293,8 @@ def test_coco_config_runs_detectron2s_3x_schedule(path):
     assert cfg.DATASETS.TEST == ("coco_2017_val",)
 
 
-@pytest.mark.parametrize("path", [*COCO_CONFIGS, *SHAPES_CONFIGS], ids=rel)
-def test_frn_configs_warm_up_longer_than_the_other_norms(path):
+@pytest.mark.parametrize("path", COCO_CONFIGS, ids=rel)
+def test_frn_coco_configs_warm_up_longer_than_the_other_norms(path):
     cfg = load(path)
     sibling = load(path.with_name(path.stem.rsplit("_", 1)[0] + "_gn.yaml"))
     if norm_of(path) == "FRN":
@@ -304,12 +304,18 @@ def test_frn_configs_warm_up_longer_than_the_other_norms(path):
 
 
 @pytest.mark.parametrize("path", [*SHAPES_CONFIGS[1:]], ids=rel)
-def test_shapes_configs_differ_only_in_norm_and_warm_up(path):
+def test_shapes_configs_differ_only_in_norm_and_precise_bn(path):
+    # The same warm-up and schedule for every norm: no norm is favoured.
     first = dict(flatten(load(SHAPES_CONFIGS[0])))
     mine = dict(flatten(load(path)))
     changed = {k for k, v in mine.items() if v != first[k]}
-    allowed = {f"MODEL.{site}" for site in norm_sites(load(path))} | {"SOLVER.WARMUP_ITERS"}
+    allowed = {f"MODEL.{site}" for site in norm_sites(load(path))} | {"TEST.PRECISE_BN.ENABLED"}
     assert changed <= allowed, changed - allowed
+
+
+@pytest.mark.parametrize("path", SHAPES_CONFIGS, ids=rel)
+def test_shapes_bn_configs_recompute_precise_statistics_before_evaluating(path):
+    assert load(path).TEST.PRECISE_BN.ENABLED == (norm_of(path) in ("BN", "SyncBN"))
 
 
 @pytest.mark.parametrize("path", SHAPES_CONFIGS, ids=rel)

@@ -44,6 +44,7 @@ def test_expected_registered_names():
     assert "FRNConvFCHead" in ROI_BOX_HEAD_REGISTRY
     assert "FRNMaskRCNNConvUpsampleHead" in ROI_MASK_HEAD_REGISTRY
     assert "FRNRetinaNet" in META_ARCH_REGISTRY
+    assert "FRNGeneralizedRCNN" in META_ARCH_REGISTRY
     assert "FRNRPNHead" in RPN_HEAD_REGISTRY
 
 
@@ -53,7 +54,7 @@ def test_expected_registered_names():
         (
             "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml",
             {
-                "META_ARCHITECTURE": "GeneralizedRCNN",
+                "META_ARCHITECTURE": "FRNGeneralizedRCNN",
                 "BACKBONE.NAME": "build_frn_resnet_fpn_backbone",
                 "RPN.HEAD_NAME": "FRNRPNHead",
                 "ROI_BOX_HEAD.NAME": "FRNConvFCHead",

@@ -12,7 +12,7 @@ from detectron2.modeling.proposal_generator.rpn import StandardRPNHead
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead, MaskRCNNConvUpsampleHead
 from torch import nn
 
-from frn_det.layers import FilterResponseNorm1d, FilterResponseNorm2d
+from frn_det.layers import TLU, FilterResponseNorm1d, FilterResponseNorm2d
 from frn_det.modeling import (
     FRNConvFCHead,
     FRNMaskRCNNConvUpsampleHead,
@@ -131,13 +131,26 @@ def test_stock_norm_head_is_detectron2s_head_module_for_module(name, norm):
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_frn_box_head_has_frn_tlu_after_convs_and_learned_eps_frn_tlu_after_fcs():
+def test_frn_box_head_has_frn_tlu_after_convs_and_a_tlu_after_each_fc_by_default():
     cfg = small_cfg("FRN")
     cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 2
+    assert cfg.MODEL.FRN.AFTER_FC == "TLU"
     head = box_head(FRNConvFCHead, cfg)
     for conv in head.conv_norm_relus:
         assert isinstance(conv.norm, FilterResponseNorm2d) and conv.norm.tlu
         assert conv.activation is None and conv.bias is None
+    children = [name for name, _ in head.named_children()]
+    # where stock has its ReLU modules: a per-channel TLU, no norm over (N, C) features
+    assert children == ["conv1", "conv2", "flatten", "fc1", "fc_relu1", "fc2", "fc_relu2"]
+    for activation in (head.fc_relu1, head.fc_relu2):
+        assert type(activation) is TLU and activation.num_features == cfg.MODEL.ROI_BOX_HEAD.FC_DIM
+
+
+def test_frn_box_head_with_after_fc_frn_has_learned_eps_frn_tlu_after_fcs():
+    cfg = small_cfg("FRN")
+    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 2
+    cfg.MODEL.FRN.AFTER_FC = "FRN"
+    head = box_head(FRNConvFCHead, cfg)
     children = [name for name, _ in head.named_children()]
     assert children == ["conv1", "conv2", "flatten", "fc1", "fc_norm1", "fc2", "fc_norm2"]
     for norm in (head.fc_norm1, head.fc_norm2):
@@ -146,8 +159,25 @@ def test_frn_box_head_has_frn_tlu_after_convs_and_learned_eps_frn_tlu_after_fcs(
         assert norm.tlu and norm.learned_eps is not None
 
 
+def test_after_fc_of_a_stock_norm_is_the_stock_relu_either_way():
+    for after_fc in ("TLU", "FRN"):
+        cfg = small_cfg("GN")
+        cfg.MODEL.FRN.AFTER_FC = after_fc
+        head = box_head(FRNConvFCHead, cfg)
+        assert isinstance(head.fc_relu1, nn.ReLU) and not hasattr(head, "fc_norm1")
+
+
+def test_an_unknown_after_fc_is_refused_with_the_accepted_values():
+    cfg = small_cfg("FRN")
+    cfg.MODEL.FRN.AFTER_FC = "frn1d"
+    accepted = r"MODEL.FRN.AFTER_FC must be one of 'TLU', 'FRN', got 'frn1d'"
+    with pytest.raises(ValueError, match=accepted):
+        box_head(FRNConvFCHead, cfg)
+
+
 def test_box_head_fc_frn_follows_fc_learnable_eps_and_conv_frn_follows_eps():
     cfg = small_cfg("FRN")
+    cfg.MODEL.FRN.AFTER_FC = "FRN"
     cfg.MODEL.FRN.FC_LEARNABLE_EPS = False
     cfg.MODEL.FRN.EPS = 1e-3
     head = box_head(FRNConvFCHead, cfg)

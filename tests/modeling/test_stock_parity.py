@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from detectron2.layers import CycleBatchNormList, FrozenBatchNorm2d
+from detectron2.layers import CycleBatchNormList, FrozenBatchNorm2d, NaiveSyncBatchNorm
 from detectron2.modeling import build_model
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock
+from detectron2.modeling.meta_arch import GeneralizedRCNN
 from detectron2.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
 from detectron2.modeling.proposal_generator.rpn import StandardRPNHead
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead, MaskRCNNConvUpsampleHead
@@ -22,6 +23,7 @@ from frn_det.modeling import (
     FRNBasicStem,
     FRNBottleneckBlock,
     FRNConvFCHead,
+    FRNGeneralizedRCNN,
     FRNMaskRCNNConvUpsampleHead,
     FRNRetinaNet,
     FRNRetinaNetHead,
@@ -110,6 +112,7 @@ CASES = {
 # Stock class -> the frn-det class that replaces it. The registry builds detectron2's
 # naive SyncBN on machines without CUDA, where torch's SyncBatchNorm cannot run.
 REPLACED = {
+    GeneralizedRCNN: FRNGeneralizedRCNN,
     BasicStem: FRNBasicStem,
     BasicBlock: FRNBasicBlock,
     BottleneckBlock: FRNBottleneckBlock,
@@ -120,6 +123,14 @@ REPLACED = {
     RetinaNetHead: FRNRetinaNetHead,
     nn.SyncBatchNorm: registry_sync_bn_type(),
 }
+# In the RoI heads SyncBN weighs each process by its RoIs (detectron2's new_baselines
+# choice), on every device: the same parameters and buffers as torch's SyncBatchNorm.
+REPLACED_IN_ROI_HEADS = {**REPLACED, nn.SyncBatchNorm: NaiveSyncBatchNorm}
+
+
+def _replacement(name: str, stock_type: type) -> type:
+    table = REPLACED_IN_ROI_HEADS if name.startswith("roi_heads.") else REPLACED
+    return table.get(stock_type, stock_type)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -138,9 +149,12 @@ def test_stock_config_builds_the_same_state_dict_and_norm_modules_as_detectron2(
     mismatched = {
         name: (stock_types[name].__name__, frn_types[name].__name__)
         for name in stock_types
-        if REPLACED.get(stock_types[name], stock_types[name]) is not frn_types[name]
+        if _replacement(name, stock_types[name]) is not frn_types[name]
     }
     assert mismatched == {}
+    for name, module in frn.named_modules():
+        if name.startswith("roi_heads.") and isinstance(module, NaiveSyncBatchNorm):
+            assert module._stats_mode == "N", name
 
     # The checkpoint of the stock model loads strictly (keys, shapes; nothing left over).
     result = frn.load_state_dict(stock.state_dict(), strict=True)

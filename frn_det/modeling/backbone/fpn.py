@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch.nn.functional as F
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
@@ -16,11 +17,13 @@ from detectron2.modeling.backbone import FPN
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
 from torch import nn
 
+from ...layers import padding
 from ...layers.norm_act import get_norm_act
 from .._slots import norm_options
 from .resnet import build_frn_resnet_backbone
 
 __all__ = [
+    "PaddingAwareLastLevelP6P7",
     "build_frn_resnet_fpn_backbone",
     "build_frn_retinanet_resnet_fpn_backbone",
     "fpn_norm",
@@ -37,10 +40,31 @@ def fpn_norm(cfg: CfgNode) -> str | Callable[[int], nn.Module | None]:
     return lambda channels: get_norm_act(name, channels, act=False, **options).norm
 
 
+class PaddingAwareLastLevelP6P7(LastLevelP6P7):
+    """RetinaNet's P6/P7 (stock convs and names) with P6 and P7 zero in the padding.
+
+    Their biases make the padding non-zero, and P7's 3x3 conv reads P6's padding at the
+    border. (N, C, H, W) res5 or P5 -> [P6, P7].
+    """
+
+    def forward(self, c5):
+        p6 = padding.zero_padding(self.p6(c5), self)
+        p7 = padding.zero_padding(self.p7(F.relu(p6)), self)
+        return [p6, p7]
+
+
+def _padding_aware(fpn: FPN, cfg: CfgNode) -> FPN:
+    """Zero the padding after FPN convs that have no norm (FPN.NORM ""): their biases."""
+    if cfg.MODEL.PADDING_AWARE_NORM and cfg.MODEL.FPN.NORM == "":
+        for conv in list(fpn.lateral_convs) + list(fpn.output_convs):
+            conv.norm = padding.ZeroPadding()
+    return fpn
+
+
 @BACKBONE_REGISTRY.register()
 def build_frn_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FPN:
     """``build_resnet_fpn_backbone`` (P2-P6, max-pooled P6) on ``build_frn_resnet_backbone``."""
-    return FPN(
+    fpn = FPN(
         bottom_up=build_frn_resnet_backbone(cfg, input_shape),
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
@@ -48,6 +72,7 @@ def build_frn_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FPN:
         top_block=LastLevelMaxPool(),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
+    return _padding_aware(fpn, cfg)
 
 
 @BACKBONE_REGISTRY.register()
@@ -58,11 +83,13 @@ def build_frn_retinanet_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec
     """
     bottom_up = build_frn_resnet_backbone(cfg, input_shape)
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(
+    top_block = PaddingAwareLastLevelP6P7 if cfg.MODEL.PADDING_AWARE_NORM else LastLevelP6P7
+    fpn = FPN(
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=out_channels,
         norm=fpn_norm(cfg),
-        top_block=LastLevelP6P7(bottom_up.output_shape()["res5"].channels, out_channels),
+        top_block=top_block(bottom_up.output_shape()["res5"].channels, out_channels),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
+    return _padding_aware(fpn, cfg)

@@ -24,6 +24,7 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import ResNet
 from torch import nn
 
+from ...layers import padding
 from ...layers.norm_act import get_activation, get_norm_act
 from .._slots import Norm, norm_options
 
@@ -58,7 +59,9 @@ def _zero_init_scale(conv: Conv2d, norm: Norm) -> None:
 class FRNBasicStem(CNNBlockBase):
     """conv 7x7/2 -> norm-act slot -> max-pool 3x3/2: detectron2's ``BasicStem`` via a slot.
 
-    (N, in_channels, H, W) -> (N, out_channels, H/4, W/4).
+    (N, in_channels, H, W) -> (N, out_channels, H/4, W/4). With a padding-aware slot
+    (``norm_options["padding_aware"]``) the max-pool sees the padding as it sees the map's
+    own border (-inf), and its output is zero in the padding.
     """
 
     def __init__(
@@ -69,7 +72,9 @@ class FRNBasicStem(CNNBlockBase):
         norm_options: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(in_channels, out_channels, 4)
-        slot = get_norm_act(norm, out_channels, act=True, **(norm_options or {}))
+        options = dict(norm_options or {})
+        self.padding_aware = bool(options.get("padding_aware", False))
+        slot = get_norm_act(norm, out_channels, act=True, **options)
         self.conv1 = Conv2d(
             in_channels,
             out_channels,
@@ -84,7 +89,13 @@ class FRNBasicStem(CNNBlockBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, H, W) -> (N, C_out, ceil(H/4), ceil(W/4))."""
-        return F.max_pool2d(self.conv1(x), kernel_size=3, stride=2, padding=1)
+        x = self.conv1(x)
+        mask = padding.valid_mask(x, self) if self.padding_aware else None
+        if mask is None:
+            return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+        x = F.max_pool2d(x.masked_fill(~mask, float("-inf")), kernel_size=3, stride=2, padding=1)
+        # windows wholly in the padding hold -inf; -inf * 0 is NaN, so select, not multiply
+        return x.masked_fill(~padding.valid_mask(x, self), 0.0)
 
 
 class _ResidualBlock(CNNBlockBase):
@@ -113,7 +124,9 @@ class _ResidualBlock(CNNBlockBase):
             self.shortcut = None
         # Replaces stock's F.relu_ after ``out += shortcut``; a module (TLU) for FRN, so it
         # is registered, saved and frozen with the block.
-        self.activation = get_activation(norm, out_channels)
+        self.activation = get_activation(
+            norm, out_channels, padding_aware=bool(options.get("padding_aware", False))
+        )
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -312,4 +325,9 @@ def build_frn_resnet_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> ResNet:
         in_channels = out_channels
         out_channels *= 2
         bottleneck_channels *= 2
-    return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+    freeze_at = cfg.MODEL.BACKBONE.FREEZE_AT
+    resnet = ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=freeze_at)
+    if options.get("padding_aware"):
+        # freeze() turned the frozen stages' BN into plain FrozenBatchNorm2d
+        padding.convert_frozen_batchnorm(resnet)
+    return resnet
