@@ -315,7 +315,8 @@ def test_shapes_configs_differ_only_in_norm_and_precise_bn(path):
 
 @pytest.mark.parametrize("path", SHAPES_CONFIGS, ids=rel)
 def test_shapes_bn_configs_recompute_precise_statistics_before_evaluating(path):
-    assert load(path).TEST.PRECISE_BN.ENABLED == (norm_of(path) in ("BN", "SyncBN"))
+    precise = load(path).TEST.PRECISE_BN.ENABLED
+    assert precise is (norm_of(path) in ("BN", "SyncBN"))
 
 
 @pytest.mark.parametrize("path", SHAPES_CONFIGS, ids=rel)
