@@ -697,9 +697,11 @@ class _Progress:
     last one when the run ends if it was not shown yet.
 
     detectron2 appends a JSON line every 20 iterations; only complete lines are read, so a
-    line being written is read at the next poll. A file that shrinks (``--resume`` moves
-    the lines of iterations it trains again to metrics.superseded.json) is read again from
-    its start, and records before ``start_iter`` are ignored.
+    line being written is read at the next poll. Lines already in the file are not shown:
+    a new run starts reading at its end, a resumed one (``start_iter`` > 0) where the
+    lines of iterations it trains again begin, which ``--resume`` moves to
+    metrics.superseded.json. Should the file shrink below that it is read again from its
+    start; records before ``start_iter`` are ignored.
     """
 
     def __init__(
@@ -713,7 +715,7 @@ class _Progress:
     ) -> None:
         self.path, self.start_iter, self.line, self.echo = path, start_iter, line, echo
         self.every, self.poll = every, poll
-        self._offset = path.stat().st_size if path.is_file() else 0
+        self._offset = _kept_bytes(path, start_iter)
         self._pending: Mapping[str, Any] | None = None
         self._last_echo = -math.inf
         self._stop = threading.Event()
@@ -778,6 +780,29 @@ def _seconds_left(
             estimate = images * rate
         total += estimate
     return total
+
+
+def _kept_bytes(path: Path, start_iter: int) -> int:
+    # The bytes of metrics.json a run starting at ``start_iter`` keeps: all of them for a
+    # new run (it appends), for a resumed one the complete lines before the first of an
+    # iteration >= start_iter (train_net truncates the file there, a torn line included).
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return 0
+    if not start_iter:
+        return len(data)
+    kept = 0
+    for line in data.splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        iteration = record.get("iteration") if isinstance(record, dict) else None
+        if not line.endswith(b"\n") or not isinstance(iteration, int) or iteration >= start_iter:
+            break
+        kept += len(line)
+    return kept
 
 
 def _progress_line(

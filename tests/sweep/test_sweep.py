@@ -283,6 +283,30 @@ def test_progress_lines_are_throttled_and_the_last_record_is_shown_at_the_end(tm
     assert "s/iter, ETA " in lines[-2] and lines[-1].startswith("[1/1] ") and "FAILED" in lines[-1]
 
 
+def test_progress_of_a_resumed_run_starts_at_its_checkpoint(tmp_path):
+    [run] = _grid(tmp_path, norms=["gn"], ims_per_gpu=[4])
+    run.output_dir.mkdir(parents=True)
+    metrics = run.output_dir / "metrics.json"
+    old = [json.dumps({"iteration": it, "total_loss": 1.0}) + "\n" for it in range(19, 160, 20)]
+    metrics.write_text("".join(old))
+    (run.output_dir / "model_0000099.pth").write_bytes(b"ckpt")
+    (run.output_dir / "last_checkpoint").write_text("model_0000099.pth")
+    lines = []
+
+    def runner(command, log_path):
+        assert "--resume" in command
+        # As train_net does on --resume: the lines of iterations >= 100 move away (the file
+        # shrinks), then training appends from iteration 100.
+        metrics.write_text("".join(line for line in old if json.loads(line)["iteration"] < 100))
+        with metrics.open("a") as f:
+            f.write(json.dumps({"iteration": 119, "total_loss": 0.5}) + "\n")
+        return 1
+
+    run_sweep([run], runner, echo=lines.append, progress_seconds=0, poll_seconds=0.01)
+    progress = [line.split(": ", 1)[1].split(",")[:2] for line in lines if ": iter " in line]
+    assert progress == [["iter 120/600 (20%)", " total_loss 0.500"]]
+
+
 def test_a_tiny_real_run_goes_through_train_net_and_is_skipped_the_second_time(
     tmp_path, tiny_shapes, monkeypatch, capsys
 ):
