@@ -72,7 +72,8 @@ def feature_change(
     Args:
         model: a detectron2 meta-architecture with ``preprocess_image`` and ``backbone``,
             in the mode to measure (eval for BN: running statistics).
-        image_a, image_b: (3, H, W) images as the model's inputs ("image"), B larger.
+        image_a, image_b: (3, H, W) images as the model's inputs ("image"); the batch's
+            canvas covers both, so A is padded where B is larger.
     Returns:
         FPN level -> ||f_batched - f_alone|| / ||f_alone|| over A's valid pixels there.
     """
@@ -92,7 +93,11 @@ def feature_change(
 
 
 def _dataset_pair(dataset: str, cfg: CfgNode) -> tuple[torch.Tensor, torch.Tensor]:
-    """The dataset's first non-square image as A and its largest as B, test-resized."""
+    """The dataset's first landscape image as A and first portrait one as B, test-resized.
+
+    At test size every image has the same short side, so a batch's padding comes from
+    images of other orientations: A is padded below, as in a batch of mixed images.
+    """
     records = DatasetCatalog.get(dataset)
     resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
 
@@ -101,15 +106,14 @@ def _dataset_pair(dataset: str, cfg: CfgNode) -> tuple[torch.Tensor, torch.Tenso
         image = resize.get_transform(image).apply_image(image)
         return torch.as_tensor(image.transpose(2, 0, 1).copy()).float()
 
-    a = next(r for r in records if r["height"] != r["width"])
-    b = max(records, key=lambda r: (r["height"] * r["width"]))
-    image_a, image_b = load(a), load(b)
-    if any(sa >= sb for sa, sb in zip(image_a.shape[-2:], image_b.shape[-2:], strict=True)):
+    a = next((r for r in records if r["width"] > r["height"]), None)
+    b = next((r for r in records if r["height"] > r["width"]), None)
+    if a is None or b is None:
         raise ValueError(
-            f"{dataset}: its largest image ({tuple(image_b.shape[-2:])}) is not larger than "
-            f"image A ({tuple(image_a.shape[-2:])}) in both sides; pass --sizes"
+            f"{dataset}: needs a landscape and a portrait image to batch together; "
+            "pass --sizes HA WA HB WB instead"
         )
-    return image_a, image_b
+    return load(a), load(b)
 
 
 def _random_pair(sizes: Sequence[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,7 +189,8 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dataset",
         default="frn_shapes_val",
-        help="take A (first non-square) and B (largest) from this dataset (default: %(default)s)",
+        help="take A (first landscape) and B (first portrait) from this dataset "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--sizes",

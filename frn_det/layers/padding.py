@@ -37,6 +37,7 @@ from detectron2.layers import FrozenBatchNorm2d
 from detectron2.layers.batch_norm import LayerNorm
 from fvcore.nn.distributed import differentiable_all_reduce
 from torch import nn
+from torch.nn import functional as F
 
 __all__ = [
     "PaddingAwareBatchNorm2d",
@@ -49,6 +50,7 @@ __all__ = [
     "image_sizes",
     "padding_scope",
     "record_image_sizes",
+    "valid_extents",
     "valid_mask",
     "zero_padding",
 ]
@@ -136,6 +138,17 @@ def _stride_log2(canvas: int, size: int, layer: str, shape: tuple[int, ...]) -> 
     )
 
 
+def valid_extents(x: torch.Tensor, layer: object) -> list[tuple[int, int]] | None:
+    """Each image's valid (rows, cols) at x's resolution, from the top-left corner, or None
+    where nothing is padded. Arguments and errors as ``valid_mask``."""
+    mask = valid_mask(x, layer)
+    if mask is None:
+        return None
+    rows = mask[:, 0].any(dim=2).sum(dim=1).tolist()
+    cols = mask[:, 0].any(dim=1).sum(dim=1).tolist()
+    return list(zip(rows, cols, strict=True))
+
+
 def valid_mask(x: torch.Tensor, layer: object) -> torch.Tensor | None:
     """Where each image of x's batch has pixels: bool (N, 1, H, W), or None if none padded.
 
@@ -214,28 +227,22 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 class PaddingAwareGroupNorm(nn.GroupNorm):
     """``nn.GroupNorm`` whose statistics are each image's (group, valid pixels) moments.
 
-    (N, C, H, W) -> (N, C, H, W) in x's dtype, zero in the padding; statistics in fp32 or
-    wider. Parameters and their names are ``nn.GroupNorm``'s.
+    Each image's valid region (a top-left rectangle: detectron2 pads at the bottom and
+    right) is normalised on its own by torch's group norm and the padding is zero, so the
+    result is exactly what the image gets alone. (N, C, H, W) -> (N, C, H, W); parameters
+    and their names are ``nn.GroupNorm``'s.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = valid_mask(x, self)
-        if mask is None:
+        extents = valid_extents(x, self)
+        if extents is None:
             return super().forward(x)
-        n, c, h, w = x.shape
-        g = self.num_groups
-        acc = _acc(x.dtype)
-        xf = x.to(acc).reshape(n, g, c // g, h * w)
-        m = mask.reshape(n, 1, 1, h * w).to(acc)
-        count = m.sum(dim=3, keepdim=True) * (c // g)
-        mean = (xf * m).sum(dim=(2, 3), keepdim=True) / count
-        centred = (xf - mean) * m
-        var = centred.square().sum(dim=(2, 3), keepdim=True) / count
-        y = (centred * torch.rsqrt(var + self.eps)).reshape(n, c, h, w)
-        if self.affine:
-            y = y * self.weight.to(acc).view(1, -1, 1, 1) + self.bias.to(acc).view(1, -1, 1, 1)
-            y = y * mask.to(acc)
-        return y.to(x.dtype)
+        h, w = x.shape[-2:]
+        out = []
+        for i, (vh, vw) in enumerate(extents):
+            alone = super().forward(x[i : i + 1, :, :vh, :vw])
+            out.append(F.pad(alone, (0, w - vw, 0, h - vh)))
+        return torch.cat(out)
 
 
 class PaddingAwareBatchNorm2d(nn.BatchNorm2d):
@@ -293,7 +300,9 @@ class PaddingAwareBatchNorm2d(nn.BatchNorm2d):
             return
         self.num_batches_tracked.add_(1)
         # momentum None: a cumulative moving average, as nn.BatchNorm2d
-        factor = self.momentum or 1.0 / float(self.num_batches_tracked)
+        factor = self.momentum
+        if factor is None:
+            factor = 1.0 / float(self.num_batches_tracked)
         unbiased = var * (total / (total - 1).clamp(min=1))
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
         self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
