@@ -100,7 +100,7 @@ def argument_parser() -> argparse.ArgumentParser:
 def check_launch_args(args: argparse.Namespace) -> None:
     """Raise ``InputError`` unless ``--num-gpus``, ``--num-machines`` and ``--machine-rank``
     describe at least one process (detectron2's launch starts none for ``--num-gpus -1``,
-    and divides by zero for 0)."""
+    and divides by zero for 0), and ``--dist-url`` can reach every machine."""
     for flag, value in (("--num-gpus", args.num_gpus), ("--num-machines", args.num_machines)):
         if value < 1:
             raise InputError(
@@ -110,6 +110,11 @@ def check_launch_args(args: argparse.Namespace) -> None:
         raise InputError(
             f"--machine-rank must be between 0 and --num-machines - 1 "
             f"({args.num_machines - 1}), got {args.machine_rank}"
+        )
+    if args.dist_url == "auto" and args.num_machines > 1:
+        raise InputError(
+            f"--dist-url auto picks a free port on this machine, so it needs --num-machines 1, "
+            f"got {args.num_machines}; give every machine the same tcp://HOST:PORT of machine 0"
         )
 
 
