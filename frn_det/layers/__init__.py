@@ -1,6 +1,7 @@
-"""FRN layers, their padding-aware forms (``padding``) and the norm-act registry."""
+"""FRN and EvoNorm layers, their padding-aware forms (``padding``) and the norm-act registry."""
 
 from . import padding
+from .evonorm import EvoNormB0, EvoNormS0, PaddingAwareEvoNormB0, PaddingAwareEvoNormS0
 from .frn import (
     TLU,
     FilterResponseNorm1d,
@@ -24,9 +25,13 @@ from .norm_act import (
 
 __all__ = [
     "TLU",
+    "EvoNormB0",
+    "EvoNormS0",
     "FilterResponseNorm1d",
     "FilterResponseNorm2d",
     "NormAct",
+    "PaddingAwareEvoNormB0",
+    "PaddingAwareEvoNormS0",
     "PaddingAwareFilterResponseNorm2d",
     "PaddingAwareTLU",
     "frn_impl",

@@ -29,6 +29,7 @@ from detectron2.layers import NaiveSyncBatchNorm, get_norm
 from torch import nn
 
 from . import padding
+from .evonorm import EvoNormB0, EvoNormS0, PaddingAwareEvoNormB0, PaddingAwareEvoNormS0
 from .frn import (
     TLU,
     FilterResponseNorm1d,
@@ -315,6 +316,19 @@ def _register_defaults() -> None:
         ),
         padding_aware_activation=PaddingAwareTLU,
     )
+    # EvoNorm fuses its activation-like term (act=True) or leaves it out (act=False); the
+    # options components pass are FRN's (MODEL.FRN.EPS, learnable eps), not EvoNorm's, so
+    # EvoNorm keeps its own eps. A bare ReLU (after a residual addition) stays a ReLU.
+    for name, plain, aware in (
+        ("EvoNormS0", EvoNormS0, PaddingAwareEvoNormS0),
+        ("EvoNormB0", EvoNormB0, PaddingAwareEvoNormB0),
+    ):
+        register_norm(
+            name,
+            lambda channels, act, cls=plain, **frn_options: cls(channels, act=act),
+            fuses_activation=True,
+            padding_aware=lambda channels, act, cls=aware, **frn_options: cls(channels, act=act),
+        )
 
 
 _register_defaults()
