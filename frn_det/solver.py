@@ -19,7 +19,7 @@ from detectron2.layers.batch_norm import LayerNorm as D2LayerNorm
 from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
 from torch import nn
 
-from frn_det.layers import TLU, FilterResponseNorm1d, FilterResponseNorm2d
+from frn_det.layers import TLU, EvoNormB0, EvoNormS0, FilterResponseNorm1d, FilterResponseNorm2d
 
 __all__ = ["NORM_MODULE_TYPES", "build_optimizer", "get_optimizer_params"]
 
@@ -41,6 +41,9 @@ NORM_MODULE_TYPES: tuple[type[nn.Module], ...] = (
     FilterResponseNorm2d,
     FilterResponseNorm1d,
     TLU,  # the per-channel threshold after a residual addition
+    # EvoNorm's gamma, beta and v (padding-aware forms subclass these)
+    EvoNormS0,
+    EvoNormB0,
 )
 """Module classes whose parameters get SOLVER.WEIGHT_DECAY_NORM."""
 
