@@ -34,7 +34,8 @@ model.backbone.bottom_up.stem.norm = \
 # fmt: on
 # detectron2's FPN is stock: it takes a channels -> module norm; no activation follows it.
 model.backbone.norm = L(slot_norm)(norm="FRN")
-# Padding-aware norms (issue 9; MODEL.PADDING_AWARE_NORM in YAML configs) belong here.
+# Padding-aware norms (MODEL.PADDING_AWARE_NORM in YAML configs): train.padding_aware_norm=True
+# on the command line, or frn_det.engine.lazy.padding_aware(model) here.
 
 # FRN does not subtract the mean and the paper recommends LR warm-up: 5x detectron2's 500
 # iterations, as frn-det's YAML FRN configs lengthen theirs 5x.

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from detectron2.config import CfgNode, LazyConfig, instantiate
+from detectron2.config import LazyCall as L
 from detectron2.engine import default_argument_parser, default_setup, hooks
 from detectron2.engine.defaults import default_writers
 from detectron2.evaluation import inference_on_dataset, print_csv_format
@@ -54,6 +55,7 @@ from frn_det.modeling import (
     FRNBasicStem,
     FRNBottleneckBlock,
     FRNConvFCHead,
+    FRNGeneralizedRCNN,
     FRNMaskRCNNConvUpsampleHead,
 )
 from frn_det.solver import get_optimizer_params
@@ -106,6 +108,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "ims_per_gpu": 0,
     "reference_world_batch": 0,
     "frn_impl": "auto",
+    "padding_aware_norm": False,
     "amp": {"precision": "auto"},
 }
 """frn-det's keys under a lazy config's ``train`` (``load_lazy_config`` adds missing ones):
@@ -116,6 +119,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 - ``reference_world_batch``: the total batch the schedule is written for; 0 means the
   config's ``total_batch_size``.
 - ``frn_impl``: the FRN kernel (``MODEL.FRN.IMPL`` of yacs configs).
+- ``padding_aware_norm``: ``padding_aware(model)`` at load time, after the overrides
+  (``MODEL.PADDING_AWARE_NORM`` of yacs configs).
 - ``amp.precision``: autocast dtype when ``amp.enabled`` ("auto": float16 on CUDA, bfloat16
   on the CPU; ``SOLVER.AMP.PRECISION``).
 """
@@ -183,6 +188,54 @@ def frn_det_components(model: DictConfig) -> DictConfig:
     return model
 
 
+def padding_aware(model: DictConfig) -> DictConfig:
+    """``MODEL.PADDING_AWARE_NORM`` for a lazy Mask R-CNN FPN ``model`` node, in place.
+
+    The meta-architecture becomes ``FRNGeneralizedRCNN`` (it records the batch's image
+    sizes), frn-det's stem and stages get ``norm_options["padding_aware"]``, and the FPN's
+    norm becomes the padding-aware ``slot_norm``. Call it after ``frn_det_components``; the
+    RoI heads see per-region features and stay as they are. Returns ``model``.
+
+    Raises:
+        ValueError: a part that cannot be made padding-aware (a stock stem or stages, an
+            FPN without a norm, a meta-architecture other than GeneralizedRCNN's).
+    """
+    target = _target_name(model._target_)
+    if target.endswith("GeneralizedRCNN"):
+        model._target_ = FRNGeneralizedRCNN
+    else:
+        raise ValueError(
+            f"padding_aware: model._target_ {target} does not record image sizes; "
+            "padding-aware lazy models are built as FRNGeneralizedRCNN"
+        )
+    for path, frn_target in (
+        ("backbone.bottom_up.stem", FRNBasicStem),
+        ("backbone.bottom_up.stages", make_stages),
+    ):
+        node = OmegaConf.select(model, path, default=None)
+        if node is None:
+            continue
+        if _target_name(node._target_) != _target_name(frn_target):
+            raise ValueError(
+                f"padding_aware: model.{path} is {_target_name(node._target_)}, whose norms "
+                "cannot be padding-aware; call frn_det_components(model) first"
+            )
+        node.norm_options = {**(node.get("norm_options") or {}), "padding_aware": True}
+    fpn_norm = model.backbone.get("norm")
+    if isinstance(fpn_norm, str) and fpn_norm:
+        model.backbone.norm = L(slot_norm)(norm=fpn_norm, padding_aware=True)
+    elif isinstance(fpn_norm, DictConfig) and _target_name(fpn_norm._target_) == _target_name(
+        slot_norm
+    ):
+        fpn_norm.padding_aware = True
+    else:
+        raise ValueError(
+            f"padding_aware: model.backbone.norm {fpn_norm!r} cannot be made padding-aware; "
+            "give the FPN a registered norm name or L(slot_norm)(norm=...)"
+        )
+    return model
+
+
 def frn_det_optimizer(optimizer: DictConfig) -> DictConfig:
     """Make ``optimizer.params`` frn-det's parameter groups, in place; returns ``optimizer``.
 
@@ -217,19 +270,25 @@ def load_lazy_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> 
         raise InputError(
             f"config file {path} failed to load: {type(error).__name__}: {error}"
         ) from error
-    _check_overrides(cfg, overrides, path)
-    try:
-        cfg = LazyConfig.apply_overrides(cfg, list(overrides))
-    except Exception as error:
-        raise InputError(f"the key=value overrides {list(overrides)} failed: {error}") from error
     if "train" not in cfg:
         raise InputError(f"config file {path} has no 'train' section; lazy training needs one")
+    # frn-det's train keys first, so that overrides can set them like any other key
     for key, value in TRAIN_DEFAULTS.items():
         if key not in cfg.train:
             cfg.train[key] = value
         elif isinstance(value, dict):
             for sub, default in value.items():
                 cfg.train[key].setdefault(sub, default)
+    _check_overrides(cfg, overrides, path)
+    try:
+        cfg = LazyConfig.apply_overrides(cfg, list(overrides))
+    except Exception as error:
+        raise InputError(f"the key=value overrides {list(overrides)} failed: {error}") from error
+    if cfg.train.padding_aware_norm:
+        try:
+            padding_aware(cfg.model)
+        except ValueError as error:
+            raise InputError(f"train.padding_aware_norm=True in {path}: {error}") from None
     return cfg
 
 
