@@ -31,7 +31,14 @@ from frn_det.checkpoint import FRNCheckpointer
 from frn_det.config import add_frn_config
 from frn_det.data.builtin import SHAPES_CLASSES
 from frn_det.engine import apply_ims_per_gpu
-from frn_det.layers import TLU, FilterResponseNorm1d, FilterResponseNorm2d, registered_norms
+from frn_det.layers import (
+    TLU,
+    EvoNormB0,
+    EvoNormS0,
+    FilterResponseNorm1d,
+    FilterResponseNorm2d,
+    registered_norms,
+)
 from frn_det.modeling import FRN_COMPONENTS
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
@@ -47,6 +54,8 @@ SHAPES_CONFIGS = sorted((CONFIG_ROOT / "Shapes").glob("*.yaml"))
 
 # file-name suffix -> the NORM value the file must use everywhere
 NORMS = {"bn": "BN", "syncbn": "SyncBN", "gn": "GN", "frn": "FRN"}
+# ... and of the norms that have Shapes configs only (no COCO configs)
+SHAPES_ONLY_NORMS = {"evonorms0": "EvoNormS0", "evonormb0": "EvoNormB0"}
 MSRA_R50 = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
 FAIR_R50_GN = "catalog://ImageNetPretrained/FAIR/R-50-GN"
 
@@ -89,7 +98,7 @@ def rel(path: Path) -> str:
 
 def norm_of(path: Path) -> str:
     """The norm a config's file name promises: its last ``_suffix``."""
-    return NORMS[path.stem.rsplit("_", 1)[1]]
+    return {**NORMS, **SHAPES_ONLY_NORMS}[path.stem.rsplit("_", 1)[1]]
 
 
 def load(path: Path | str) -> CfgNode:
@@ -141,7 +150,7 @@ def norm_sites(cfg: CfgNode) -> dict[str, str]:
 def test_every_config_is_found():
     # Guards the globs: a moved folder would otherwise make the tests below pass vacuously.
     assert len(COCO_CONFIGS) == 24
-    assert len(SHAPES_CONFIGS) == 4
+    assert len(SHAPES_CONFIGS) == len(NORMS) + len(SHAPES_ONLY_NORMS)
     assert {rel(p) for p in LEAF_CONFIGS} >= set(REPRODUCTIONS)
 
 
@@ -177,6 +186,8 @@ BUILT_NORMS = {
     "SyncBN": {NaiveSyncBatchNorm, nn.SyncBatchNorm},
     "GN": {nn.GroupNorm},
     "FRN": {FilterResponseNorm2d, FilterResponseNorm1d, TLU},
+    "EvoNormS0": {EvoNormS0},
+    "EvoNormB0": {EvoNormB0},
 }
 ALL_NORM_TYPES = {FrozenBatchNorm2d}.union(*BUILT_NORMS.values())
 
