@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import difflib
 import functools
+import itertools
 import json
 import math
 import mmap
@@ -403,9 +404,10 @@ def _number(key: str, value: object, minimum: float, inclusive: bool, meaning: s
 
 
 def check_values(cfg: CfgNode, train: bool = True) -> None:
-    """Raise ``InputError`` for a value of frn-det's keys (and the schedule's) that would
+    """Raise ``InputError`` for a value of frn-det's keys (and the solver's) that would
     fail or mislead only later: FRN's eps, its kernel, the AMP dtype, the COCO evaluation
-    backend, a negative learning rate, and, when ``train``, a schedule of no iterations.
+    backend, a negative learning rate, momentum or weight decay, Nesterov without momentum,
+    LR steps out of order, and, when ``train``, a schedule of no iterations.
 
     Args:
         cfg: the prepared config (MODEL.DEVICE already resolved by ``prepare_config``).
@@ -427,7 +429,26 @@ def check_values(cfg: CfgNode, train: bool = True) -> None:
             f"{cfg.MODEL.DEVICE!r}); frn-det's CPU mixed precision is 'bfloat16' (or 'auto')"
         )
     _one_of("TEST.COCOEVAL_BACKEND", cfg.TEST.COCOEVAL_BACKEND, COCOEVAL_BACKENDS)
-    _number("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR, 0.0, True, "the learning rate")
+    solver = cfg.SOLVER
+    _number("SOLVER.BASE_LR", solver.BASE_LR, 0.0, True, "the learning rate")
+    # torch.optim.SGD refuses these only once the trainer is built, in every process.
+    _number("SOLVER.MOMENTUM", solver.MOMENTUM, 0.0, True, "SGD's momentum")
+    _number("SOLVER.WEIGHT_DECAY", solver.WEIGHT_DECAY, 0.0, True, "SGD's weight decay")
+    if solver.WEIGHT_DECAY_NORM is not None:
+        _number("SOLVER.WEIGHT_DECAY_NORM", solver.WEIGHT_DECAY_NORM, 0.0, True, "norms' decay")
+    if solver.NESTEROV and solver.MOMENTUM == 0:
+        raise InputError(
+            "SOLVER.NESTEROV is True but SOLVER.MOMENTUM is 0; Nesterov momentum needs a "
+            "momentum > 0 (e.g. 0.9), or set SOLVER.NESTEROV False"
+        )
+    steps = tuple(solver.STEPS)
+    if any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in steps) or any(
+        a >= b for a, b in itertools.pairwise(steps)
+    ):
+        raise InputError(
+            f"SOLVER.STEPS must be strictly increasing iterations >= 1 (where the LR drops by "
+            f"SOLVER.GAMMA), got {steps}"
+        )
     if train and cfg.SOLVER.MAX_ITER < 1:
         raise InputError(
             f"SOLVER.MAX_ITER is {cfg.SOLVER.MAX_ITER}, so nothing would be trained and the "

@@ -323,6 +323,17 @@ def test_a_truncated_large_annotation_file_is_found_without_parsing_it(coco_data
         ),
         (("SOLVER.BASE_LR", "-0.1"), "SOLVER.BASE_LR must be a finite number >= 0"),
         (("SOLVER.MAX_ITER", "0"), "SOLVER.MAX_ITER is 0, so nothing would be trained"),
+        (("SOLVER.MOMENTUM", "-0.9"), "SOLVER.MOMENTUM must be a finite number >= 0 (SGD's"),
+        (("SOLVER.WEIGHT_DECAY", "-1e-4"), "SOLVER.WEIGHT_DECAY must be a finite number >= 0"),
+        (
+            ("SOLVER.NESTEROV", "True", "SOLVER.MOMENTUM", "0.0"),
+            "SOLVER.NESTEROV is True but SOLVER.MOMENTUM is 0",
+        ),
+        (
+            ("SOLVER.STEPS", "(500, 100)"),
+            "SOLVER.STEPS must be strictly increasing iterations >= 1 (where the LR drops by "
+            "SOLVER.GAMMA), got (500, 100)",
+        ),
     ],
 )
 def test_a_value_out_of_its_range_or_set_is_refused_naming_key_value_and_accepted(
@@ -332,7 +343,7 @@ def test_a_value_out_of_its_range_or_set_is_refused_naming_key_value_and_accepte
         build_config(_args(*options))
     message = str(raised.value)
     assert message.startswith(expected)
-    assert repr(float(options[1])) in message if "EPS" in options[0] else True
+    assert repr(float(options[1])) in message if options[0] == "MODEL.FRN.EPS" else True
 
 
 def test_a_schedule_of_no_iterations_is_fine_for_eval_only():
