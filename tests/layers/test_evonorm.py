@@ -20,6 +20,7 @@ from frn_det.layers import (
     padding,
     registered_norms,
 )
+from frn_det.layers.evonorm import b0_formula, s0_formula
 
 EPS = 1e-5
 SIZES = [(5, 7), (8, 8), (3, 8)]  # valid (h, w) of three images on an 8 x 8 canvas
@@ -158,6 +159,52 @@ def test_padding_aware_forms_pass_gradcheck_in_float64(cls):
     layer = _randomised(cls(4) if cls is PaddingAwareEvoNormB0 else cls(4, groups=2)).double()
     with padding.image_sizes([(3, 4), (2, 3)], (3, 4)):
         assert _gradcheck(layer, _x(2, 4, 3, 4))
+
+
+def _grads(fn, x: torch.Tensor, layer: nn.Module) -> list[torch.Tensor]:
+    x = x.detach().requires_grad_()
+    layer.zero_grad()
+    out = fn(x)
+    (out * torch.linspace(-1, 2, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    return [out.detach(), x.grad] + [p.grad.clone() for p in layer.parameters()]
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("act", [True, False])
+def test_hand_written_backward_equals_the_formula_under_autograd(act, training, padded):
+    # The formulas are what tracing, export and torch.compile see.
+    sizes, canvas = [(5, 6), (3, 6), (5, 4)], (5, 6)
+    mask = None
+    if padded:
+        mask = torch.zeros(3, 1, *canvas, dtype=torch.float64)
+        for i, (h, w) in enumerate(sizes):
+            mask[i, :, :h, :w] = 1
+    s0 = (PaddingAwareEvoNormS0 if padded else EvoNormS0)(8, groups=4, act=act)
+    b0 = (PaddingAwareEvoNormB0 if padded else EvoNormB0)(8, act=act)
+    s0, b0 = _randomised(s0).double(), _randomised(b0).double().train(training)
+    with torch.no_grad():
+        b0.running_var.uniform_(0.5, 2)
+    running_var = None if training else b0.running_var
+    formulas = {
+        s0: lambda x: s0_formula(x, s0.weight, s0.bias, s0.v, 4, EPS, mask),
+        b0: lambda x: b0_formula(x, b0.weight, b0.bias, b0.v, running_var, EPS, mask),
+    }
+    x = _x(3, 8, *canvas)
+    with padding.image_sizes(sizes if padded else [canvas] * 3, canvas):
+        for layer, formula in formulas.items():
+            fast, reference = _grads(layer, x, layer), _grads(formula, x, layer)
+            for got, want in zip(fast, reference, strict=True):
+                torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [EvoNormS0, EvoNormB0])
+def test_traced_layer_computes_what_the_eager_layer_computes(cls):
+    layer = _randomised(cls(16)).eval()
+    x = _x(2, 16, 5, 4, dtype=torch.float32)
+    with torch.no_grad():
+        traced = torch.jit.trace(layer, x)
+        torch.testing.assert_close(traced(x * 2), layer(x * 2), rtol=1e-6, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------
