@@ -39,7 +39,7 @@ import math
 import torch
 from torch import nn
 
-from .frn import _stat_dtype
+from .frn import _is_being_captured, _stat_dtype
 from .padding import valid_mask
 
 __all__ = [
@@ -82,14 +82,6 @@ def _moments(
     count = (mask.sum(dim=dims, keepdim=True) * repeat).clamp(min=1)
     mean = x.sum(dim=dims, keepdim=True) / count
     return mean, ((x - mean) * mask).square().sum(dim=dims, keepdim=True) / count, count
-
-
-def _is_being_captured() -> bool:
-    return (
-        torch.jit.is_tracing()
-        or torch.compiler.is_compiling()
-        or getattr(torch.compiler, "is_exporting", lambda: False)()
-    )
 
 
 # ----------------------------------------------------------------------------------------
