@@ -175,10 +175,18 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, opts: Sequence[str] = ()) -> Predictor:
         """The model of ``checkpoint_config(checkpoint, opts)`` with the checkpoint's
-        weights (loaded by ``FRNCheckpointer``, as train_net's ``--eval-only`` does)."""
+        weights, loaded strictly as train_net's ``--eval-only`` loads them: a checkpoint
+        that lacks a tensor of the model, or holds one of another shape, is refused rather
+        than drawn with random weights in its place.
+
+        Raises:
+            frn_det.checkpoint.CheckpointError: naming the file and what does not fit.
+        """
         cfg = checkpoint_config(checkpoint, opts)
         model = Trainer.build_model(cfg)
-        FRNCheckpointer(model).load(os.fspath(checkpoint.weights))
+        FRNCheckpointer(model).resume_or_load(
+            os.fspath(checkpoint.weights), resume=False, strict=True
+        )
         return cls(cfg, model)
 
     def __call__(self, image: np.ndarray) -> Instances:

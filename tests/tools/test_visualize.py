@@ -239,6 +239,23 @@ def test_a_folder_without_a_model_is_refused_naming_it(tmp_path, capsys):
     assert "no model_final.pth" in capsys.readouterr().err
 
 
+def test_a_checkpoint_that_does_not_fit_the_model_is_refused_not_drawn(
+    run_folder, tmp_path, capsys
+):
+    # E.g. a checkpoint of an older revision of the model: drawing it with random weights
+    # in place of the missing ones would show a model that was never trained.
+    state = torch.load(run_folder / "model_final.pth", weights_only=True)
+    missing = next(k for k in state["model"] if k.startswith("roi_heads.box_head"))
+    del state["model"][missing]
+    torch.save(state, tmp_path / "model_final.pth")
+    (tmp_path / "config.yaml").write_bytes((run_folder / "config.yaml").read_bytes())
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), "--output", str(tmp_path / "vis")])
+    assert exit_info.value.code == 2
+    assert missing in capsys.readouterr().err
+    assert not (tmp_path / "vis" / "sheet.png").exists()
+
+
 def test_the_script_runs_from_a_checkout():
     done = subprocess.run(
         [sys.executable, os.fspath(REPO / "tools" / "visualize.py"), "--help"],
