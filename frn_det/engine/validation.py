@@ -37,6 +37,17 @@ import yaml
 from detectron2.config import CfgNode, get_cfg
 from detectron2.config.compat import guess_version
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import (
+    ANCHOR_GENERATOR_REGISTRY,
+    BACKBONE_REGISTRY,
+    META_ARCH_REGISTRY,
+    PROPOSAL_GENERATOR_REGISTRY,
+    ROI_BOX_HEAD_REGISTRY,
+    ROI_HEADS_REGISTRY,
+    ROI_KEYPOINT_HEAD_REGISTRY,
+    ROI_MASK_HEAD_REGISTRY,
+    RPN_HEAD_REGISTRY,
+)
 
 from frn_det.config import add_frn_config
 from frn_det.data import SHAPES_SPLITS
@@ -49,6 +60,7 @@ __all__ = [
     "DATASETS_DOC",
     "InputError",
     "check_batch",
+    "check_components",
     "check_config",
     "check_datasets",
     "check_frn_keys",
@@ -429,6 +441,11 @@ def check_values(cfg: CfgNode, train: bool = True) -> None:
             f"{cfg.MODEL.DEVICE!r}); frn-det's CPU mixed precision is 'bfloat16' (or 'auto')"
         )
     _one_of("TEST.COCOEVAL_BACKEND", cfg.TEST.COCOEVAL_BACKEND, COCOEVAL_BACKENDS)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", cfg.MODEL.DEVICE):
+        raise InputError(
+            f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r}; frn-det trains on 'cpu', 'cuda' or "
+            "'cuda:N' (on a machine without CUDA, 'cuda' runs on the CPU)"
+        )
     solver = cfg.SOLVER
     _number("SOLVER.BASE_LR", solver.BASE_LR, 0.0, True, "the learning rate")
     # torch.optim.SGD refuses these only once the trainer is built, in every process.
@@ -449,6 +466,28 @@ def check_values(cfg: CfgNode, train: bool = True) -> None:
             f"SOLVER.STEPS must be strictly increasing iterations >= 1 (where the LR drops by "
             f"SOLVER.GAMMA), got {steps}"
         )
+    for key, value, minimum, meaning in (
+        ("SOLVER.CHECKPOINT_PERIOD", solver.CHECKPOINT_PERIOD, 1, "iterations between checkpoints"),
+        ("SOLVER.WARMUP_ITERS", solver.WARMUP_ITERS, 0, "iterations of LR warm-up"),
+        (
+            "TEST.EVAL_PERIOD",
+            cfg.TEST.EVAL_PERIOD,
+            0,
+            "iterations between evaluations; 0: at the end only",
+        ),
+        ("DATALOADER.NUM_WORKERS", cfg.DATALOADER.NUM_WORKERS, 0, "data loading processes"),
+        ("MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES, 1, "object classes"),
+        ("MODEL.RETINANET.NUM_CLASSES", cfg.MODEL.RETINANET.NUM_CLASSES, 1, "object classes"),
+    ):
+        if value < minimum:
+            raise InputError(f"{key} must be an integer >= {minimum} ({meaning}), got {value}")
+    for key in ("MIN_SIZE_TRAIN", "MIN_SIZE_TEST", "MAX_SIZE_TRAIN", "MAX_SIZE_TEST"):
+        value = cfg.INPUT[key]
+        sizes = tuple(value) if isinstance(value, tuple | list) else (value,)
+        if key == "MIN_SIZE_TEST" and value == 0:
+            continue  # detectron2's "no resizing at test time"
+        if not sizes or any(size < 1 for size in sizes):
+            raise InputError(f"INPUT.{key} must be image sizes in pixels >= 1, got {value!r}")
     if train and cfg.SOLVER.MAX_ITER < 1:
         raise InputError(
             f"SOLVER.MAX_ITER is {cfg.SOLVER.MAX_ITER}, so nothing would be trained and the "
@@ -457,11 +496,76 @@ def check_values(cfg: CfgNode, train: bool = True) -> None:
         )
 
 
+LR_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR", "WarmupStepWithFixedGammaLR")
+"""SOLVER.LR_SCHEDULER_NAME's values (``detectron2.solver.build_lr_scheduler``)."""
+
+RESNET_DEPTHS = (18, 34, 50, 101, 152)
+
+# The meta-architectures that build a proposal generator and ROI heads from the config.
+_RCNN_ARCHITECTURES = frozenset({"GeneralizedRCNN", "FRNGeneralizedRCNN", "PanopticFPN"})
+
+
+def _registered(key: str, name: object, registry: object) -> None:
+    if isinstance(name, str) and name in registry:
+        return
+    names = sorted(n for n, _ in registry)
+    suggestion = closest(name, names) if isinstance(name, str) else None
+    hint = f"did you mean {suggestion!r}? " if suggestion else ""
+    raise InputError(
+        f"{key} is {name!r}, which names no registered component; {hint}Registered: "
+        f"{', '.join(names)} (a project's components register when its package is imported, "
+        "before the config is built)"
+    )
+
+
+def check_components(cfg: CfgNode) -> None:
+    """Raise ``InputError`` if a component the model is built from names nothing registered
+    (detectron2 raises a KeyError in every process once the model is built), with the
+    closest registered name; also the ResNet depth and the LR scheduler."""
+    model = cfg.MODEL
+    _registered("MODEL.META_ARCHITECTURE", model.META_ARCHITECTURE, META_ARCH_REGISTRY)
+    _registered("MODEL.BACKBONE.NAME", model.BACKBONE.NAME, BACKBONE_REGISTRY)
+    _registered(
+        "MODEL.ANCHOR_GENERATOR.NAME", model.ANCHOR_GENERATOR.NAME, ANCHOR_GENERATOR_REGISTRY
+    )
+    arch = model.META_ARCHITECTURE
+    uses_proposals = arch in _RCNN_ARCHITECTURES or arch == "ProposalNetwork"
+    if uses_proposals and model.PROPOSAL_GENERATOR.NAME != "PrecomputedProposals":
+        _registered(
+            "MODEL.PROPOSAL_GENERATOR.NAME",
+            model.PROPOSAL_GENERATOR.NAME,
+            PROPOSAL_GENERATOR_REGISTRY,
+        )
+        _registered("MODEL.RPN.HEAD_NAME", model.RPN.HEAD_NAME, RPN_HEAD_REGISTRY)
+    if arch in _RCNN_ARCHITECTURES:
+        _registered("MODEL.ROI_HEADS.NAME", model.ROI_HEADS.NAME, ROI_HEADS_REGISTRY)
+        if model.ROI_HEADS.NAME != "Res5ROIHeads":  # which uses res5 as its box head
+            _registered("MODEL.ROI_BOX_HEAD.NAME", model.ROI_BOX_HEAD.NAME, ROI_BOX_HEAD_REGISTRY)
+        if model.MASK_ON:
+            _registered(
+                "MODEL.ROI_MASK_HEAD.NAME", model.ROI_MASK_HEAD.NAME, ROI_MASK_HEAD_REGISTRY
+            )
+        if model.KEYPOINT_ON:
+            _registered(
+                "MODEL.ROI_KEYPOINT_HEAD.NAME",
+                model.ROI_KEYPOINT_HEAD.NAME,
+                ROI_KEYPOINT_HEAD_REGISTRY,
+            )
+    if "resnet" in model.BACKBONE.NAME and model.RESNETS.DEPTH not in RESNET_DEPTHS:
+        raise InputError(
+            f"MODEL.RESNETS.DEPTH is {model.RESNETS.DEPTH!r}, which is not one of "
+            f"{', '.join(str(d) for d in RESNET_DEPTHS)}"
+        )
+    _one_of("SOLVER.LR_SCHEDULER_NAME", cfg.SOLVER.LR_SCHEDULER_NAME, LR_SCHEDULERS)
+
+
 def check_config(cfg: CfgNode, world_size: int, train: bool = True) -> None:
-    """``check_frn_keys``, ``check_norms``, ``check_values`` and ``check_batch`` on a
-    prepared config (``train``: whether the run trains, see ``check_values``)."""
+    """``check_frn_keys``, ``check_norms``, ``check_components``, ``check_values`` and
+    ``check_batch`` on a prepared config (``train``: whether the run trains, see
+    ``check_values``)."""
     check_frn_keys(cfg)
     check_norms(cfg)
+    check_components(cfg)
     check_values(cfg, train=train)
     check_batch(cfg, world_size)
 

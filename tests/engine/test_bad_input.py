@@ -324,6 +324,32 @@ def test_a_truncated_large_annotation_file_is_found_without_parsing_it(coco_data
         (("SOLVER.BASE_LR", "-0.1"), "SOLVER.BASE_LR must be a finite number >= 0"),
         (("SOLVER.MAX_ITER", "0"), "SOLVER.MAX_ITER is 0, so nothing would be trained"),
         (("SOLVER.MOMENTUM", "-0.9"), "SOLVER.MOMENTUM must be a finite number >= 0 (SGD's"),
+        (("MODEL.DEVICE", "tpu"), "MODEL.DEVICE is 'tpu'; frn-det trains on 'cpu', 'cuda' or"),
+        (
+            ("SOLVER.CHECKPOINT_PERIOD", "0"),
+            "SOLVER.CHECKPOINT_PERIOD must be an integer >= 1 (iterations between checkpoints)",
+        ),
+        (("SOLVER.WARMUP_ITERS", "-3"), "SOLVER.WARMUP_ITERS must be an integer >= 0"),
+        (("TEST.EVAL_PERIOD", "-5"), "TEST.EVAL_PERIOD must be an integer >= 0"),
+        (("DATALOADER.NUM_WORKERS", "-1"), "DATALOADER.NUM_WORKERS must be an integer >= 0"),
+        (("MODEL.ROI_HEADS.NUM_CLASSES", "0"), "MODEL.ROI_HEADS.NUM_CLASSES must be an integer"),
+        (("INPUT.MIN_SIZE_TRAIN", "(0,)"), "INPUT.MIN_SIZE_TRAIN must be image sizes in pixels"),
+        (
+            ("MODEL.BACKBONE.NAME", "build_resnet_fpm_backbone"),
+            "MODEL.BACKBONE.NAME is 'build_resnet_fpm_backbone', which names no registered "
+            "component; did you mean 'build_resnet_fpn_backbone'? Registered: ",
+        ),
+        (
+            ("MODEL.META_ARCHITECTURE", "GeneralisedRCNN"),
+            "MODEL.META_ARCHITECTURE is 'GeneralisedRCNN', which names no registered component;"
+            " did you mean 'GeneralizedRCNN'?",
+        ),
+        (("MODEL.ROI_HEADS.NAME", "StandardROIHead"), "MODEL.ROI_HEADS.NAME is 'StandardROIHead'"),
+        (("MODEL.RESNETS.DEPTH", "19"), "MODEL.RESNETS.DEPTH is 19, which is not one of 18, 34,"),
+        (
+            ("SOLVER.LR_SCHEDULER_NAME", "Cosine"),
+            "SOLVER.LR_SCHEDULER_NAME is 'Cosine', which is not one of 'WarmupMultiStepLR', ",
+        ),
         (("SOLVER.WEIGHT_DECAY", "-1e-4"), "SOLVER.WEIGHT_DECAY must be a finite number >= 0"),
         (
             ("SOLVER.NESTEROV", "True", "SOLVER.MOMENTUM", "0.0"),
@@ -348,6 +374,16 @@ def test_a_value_out_of_its_range_or_set_is_refused_naming_key_value_and_accepte
 
 def test_a_schedule_of_no_iterations_is_fine_for_eval_only():
     build_config(_args("--eval-only", "SOLVER.MAX_ITER", "0"))
+
+
+def test_a_test_size_of_zero_keeps_detectron2s_meaning_no_resizing():
+    assert build_config(_args("INPUT.MIN_SIZE_TEST", "0")).INPUT.MIN_SIZE_TEST == 0
+
+
+def test_every_shipped_config_passes_the_checks():
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        if path.parent.name != "configs":  # the Base-*.yaml files are not run on their own
+            build_config(_args("--config-file", str(path)))
 
 
 def test_an_integer_for_a_float_key_is_taken_as_that_float(tmp_path):
