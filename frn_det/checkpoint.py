@@ -557,7 +557,15 @@ class FRNCheckpointer(DetectionCheckpointer, _FRNKeepsItsOwnNorm):
             raise CorruptCheckpointError(_describe_unreadable(filename, error)) from None
 
     def _load_model(self, checkpoint: Any) -> _IncompatibleKeys:
-        incompatible = super()._load_model(checkpoint)
+        try:
+            incompatible = super()._load_model(checkpoint)
+        except ValueError as error:
+            # fvcore's conversion of what the file holds into tensors.
+            raise CorruptCheckpointError(
+                f"checkpoint {self._loading} does not hold a state dict of tensors or numpy "
+                f"arrays under 'model' ({error}); detectron2's model-zoo .pkl files are a "
+                "dict with 'model' and '__author__', or Caffe2 blobs"
+            ) from None
         if self._resuming and incompatible.incorrect_shapes:
             raise CheckpointShapeError(
                 f"cannot resume from checkpoint {self._loading}: "

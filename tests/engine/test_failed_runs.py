@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -310,3 +311,33 @@ def test_a_diverging_run_ends_in_one_paragraph_and_a_plain_log(tiny_args, tmp_pa
 
 def _refuse(constant: str) -> None:
     raise AssertionError(f"metrics.json holds a bare {constant}, which is not JSON")
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pkl"])
+def test_eval_only_of_the_checkpoint_a_run_wrote_passes_the_launchers_check(
+    run_folder, tmp_path, argv, suffix
+):
+    weights = run_folder / "model_final.pth"
+    if suffix == ".pkl":  # detectron2's model-zoo format: a pickled dict of numpy arrays
+        state = torch.load(weights, weights_only=True)["model"]
+        weights = tmp_path / "model_final.pkl"
+        with open(weights, "wb") as f:
+            zoo = {k: v.numpy() for k, v in state.items()}
+            pickle.dump({"model": zoo, "__author__": "frn-det tests"}, f)
+    args = argument_parser().parse_args(
+        argv(tmp_path / "eval", "MODEL.WEIGHTS", os.fspath(weights), flags=("--eval-only",))
+    )
+    checked = check_args(args).MODEL.WEIGHTS
+    assert checked == os.fspath(weights)
+    assert not (tmp_path / "eval").exists()
+
+
+def test_a_pkl_that_holds_no_state_dict_is_named_as_such(tmp_path, argv, refused):
+    weights = tmp_path / "model.pkl"
+    with open(weights, "wb") as f:
+        pickle.dump({"model": {"layer": {"weight": [1.0]}}}, f)  # no __author__: Caffe2 blobs
+    message = refused(argv(tmp_path / "out", "MODEL.WEIGHTS", os.fspath(weights)))
+    assert message.startswith(
+        f"MODEL.WEIGHTS {weights}: checkpoint {weights} does not hold a state dict of tensors "
+        "or numpy arrays under 'model' (Unsupported type found in checkpoint! model: "
+    )
