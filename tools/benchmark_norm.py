@@ -238,6 +238,84 @@ def target_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------
+# Memory-bandwidth floor: the least time an FRN+TLU forward+backward can take at a shape,
+# given the bandwidth a plain copy reaches on the same device.
+
+BYTE_MODEL = (
+    "bytes = 5 x the input's bytes (forward reads x and writes z; backward reads x and gz "
+    "and writes dx) + 8 x N x C (the fp32 statistic, written in forward and read in "
+    "backward) + 9 x C x element size (gamma, beta, tau read in forward and in backward, "
+    "their gradients written); floor = bytes / copy bandwidth, the same for every row of a "
+    "shape"
+)
+
+
+def bytes_moved(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    """Bytes an FRN+TLU forward+backward has to move at ``shape`` in ``dtype`` (BYTE_MODEL)."""
+    element = torch.empty((), dtype=dtype).element_size()
+    n, c = shape[0], shape[1]
+    return 5 * torch.Size(shape).numel() * element + 8 * n * c + 9 * c * element
+
+
+def copy_bandwidth(device: torch.device, mib: int, repeats: int) -> float:
+    """Bytes per second of a copy of a ``mib`` MiB tensor on ``device``, reads and writes
+    counted (2 x size / time): the median of ``repeats`` copies after one untimed one."""
+    src = torch.ones(mib * 2**20, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(max(1, repeats)):
+        _sync(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 2 * src.numel() / statistics.median(times)
+
+
+def add_floor(rows: list[dict], bandwidth: float, dtype: torch.dtype) -> list[dict]:
+    """Set each row's bytes_moved, floor_ms (bytes / ``bandwidth``) and vs_floor (its ms over
+    floor_ms), in place."""
+    for r in rows:
+        shape = tuple(int(d) for d in r["dims"].split("x"))
+        r["bytes_moved"] = bytes_moved(shape, dtype)
+        r["floor_ms"] = r["bytes_moved"] / bandwidth * 1e3
+        r["vs_floor"] = r["ms"] / r["floor_ms"]
+    return rows
+
+
+def floor_table(rows: list[dict], bandwidth: float) -> str:
+    """Each row's time beside the bandwidth floor of its shape, as Markdown."""
+    lines = [
+        f"Bandwidth floor: copy bandwidth {bandwidth / 1e9:.1f} GB/s; {BYTE_MODEL}.",
+        "",
+        "| shape | method | fwd+bwd ms | MB moved | floor ms | x floor |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['shape']} {r['dims']} | {r['method']} | {r['ms']:.3f} "
+            f"| {r['bytes_moved'] / 1e6:.1f} | {r['floor_ms']:.3f} | {r['vs_floor']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_dims(text: str) -> tuple[str, tuple[int, ...]]:
+    """``NAME=AxBx...`` (--dims): shape NAME of SHAPES at other sizes, e.g. tiny ones in tests."""
+    name, _, dims = text.partition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split("x"))
+    except ValueError:
+        shape = ()
+    if name not in SHAPES or len(shape) != len(SHAPES.get(name, ())) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--dims wants NAME=AxB... with NAME one of {', '.join(SHAPES)} and as many "
+            f"positive sizes as that shape has, got {text!r}"
+        )
+    return name, shape
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line, run the benchmark, print and optionally save the results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -248,13 +326,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
+    parser.add_argument(
+        "--dims",
+        action="append",
+        default=[],
+        type=parse_dims,
+        metavar="NAME=AxB...",
+        help="run shape NAME at these sizes instead (repeatable), e.g. fc=4x32",
+    )
+    parser.add_argument(
+        "--bandwidth-mib",
+        type=int,
+        default=None,
+        help="size of the copy that measures the bandwidth floor (default 1024 MiB on "
+        "CUDA, 256 on the CPU)",
+    )
     args = parser.parse_args(argv)
+    SHAPES.update(dict(args.dims))
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda given but torch.cuda.is_available() is False")
     rows = run(args)
     device = torch.device(args.device)
+    copy_mib = args.bandwidth_mib or (1024 if device.type == "cuda" else 256)
+    bandwidth = copy_bandwidth(device, copy_mib, args.repeats)
+    add_floor(rows, bandwidth, getattr(torch, args.dtype))
     print(
         f"FRN benchmark: {device.type} ({torch.get_num_threads()} threads), {args.dtype}, "
         f"median of {args.repeats}, torch {torch.__version__}\n"
@@ -262,6 +359,8 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown(rows, device.type == "cuda"))
     print()
     print(target_summary(rows))
+    print()
+    print(floor_table(rows, bandwidth))
     if args.json:
         meta = {
             "device": args.device,
@@ -269,6 +368,9 @@ def main(argv: list[str] | None = None) -> None:
             "threads": torch.get_num_threads(),
             "repeats": args.repeats,
             "torch": torch.__version__,
+            "copy_mib": copy_mib,
+            "copy_bandwidth_bytes_per_s": bandwidth,
+            "byte_model": BYTE_MODEL,
         }
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
 
