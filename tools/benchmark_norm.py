@@ -10,7 +10,9 @@ CUDA also the peak allocated memory). Prints a Markdown table; ``--json`` writes
     python tools/benchmark_norm.py --shapes p2 mask --repeats 5 --json bench.json
 
 At the conv shapes of a padded batch (stem, p2) padding-aware FRN and GN rows run on the
-same input as a batch of two images, the second 3/4 as wide as the canvas.
+same input as a batch of two images, the second 3/4 as wide as the canvas. EvoNorm-S0 and
+-B0 (in their act=True form, where a norm+ReLU stands) have rows at every conv shape and
+padding-aware rows at stem and p2.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from frn_det.layers import padding  # noqa: E402
+from frn_det.layers.evonorm import (  # noqa: E402
+    EvoNormB0,
+    EvoNormS0,
+    PaddingAwareEvoNormB0,
+    PaddingAwareEvoNormS0,
+)
 from frn_det.layers.frn import (  # noqa: E402
     FilterResponseNorm1d,
     FilterResponseNorm2d,
@@ -105,12 +113,18 @@ def build_methods(name: str, shape: tuple[int, ...]) -> dict[str, nn.Module | Ca
     for impl in FRN_PATHS:
         methods[f"FRN {impl}"] = _WithImpl(frn_cls(channels), impl)
     methods["FRN naive"] = NaiveFRN(channels)
+    if not fc:
+        # EvoNorm where a norm+ReLU stands (act=True); it has no (N, C) form
+        methods["EvoNormS0"] = EvoNormS0(channels)
+        methods["EvoNormB0"] = EvoNormB0(channels)
     if name in PADDED_SHAPES:
         for impl in ("compiled", "autograd"):
             layer = _WithImpl(PaddingAwareFilterResponseNorm2d(channels), impl)
             methods[f"FRN {impl}{PADDING_AWARE}"] = _InPaddedBatch(layer)
         gn_aware = nn.Sequential(padding.PaddingAwareGroupNorm(32, channels), nn.ReLU())
         methods[f"GN+ReLU{PADDING_AWARE}"] = _InPaddedBatch(gn_aware)
+        methods[f"EvoNormS0{PADDING_AWARE}"] = _InPaddedBatch(PaddingAwareEvoNormS0(channels))
+        methods[f"EvoNormB0{PADDING_AWARE}"] = _InPaddedBatch(PaddingAwareEvoNormB0(channels))
     return methods
 
 
