@@ -33,3 +33,10 @@ bench: $(STAMP)
 
 clean-env:
 	rm -rf $(VENV)
+
+# The prepared CUDA check (issue 14): tools/cuda_check.py, results in docs/cuda/. It builds
+# no .venv: on a GPU machine give that machine's Python, e.g. make cuda-check CUDA_PYTHON=python3
+CUDA_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+.PHONY: cuda-check
+cuda-check:
+	$(CUDA_PYTHON) tools/cuda_check.py $(CUDA_CHECK_ARGS)
