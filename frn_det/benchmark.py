@@ -82,8 +82,9 @@ class BenchSpec:
         lower-cased norm name.
     opts: ``KEY VALUE`` pairs merged into every norm's config after the file.
     padding_aware: norms that get a second row with MODEL.PADDING_AWARE_NORM True.
-    ragged: images of different sizes (``size`` x ``size``, then narrower), so that the
-        batch is padded as detection batches are; otherwise every image is square.
+    ragged: images of different sizes (``size`` x ``width``, then narrower), so that the
+        batch is padded as detection batches are; otherwise every image is the same.
+    width: image width in pixels (``size`` is the height); None for square images.
     """
 
     norms: tuple[str, ...] = NORMS
@@ -100,6 +101,7 @@ class BenchSpec:
     threads: int | None = None
     padding_aware: tuple[str, ...] = ()
     ragged: bool = False
+    width: int | None = None
 
     def runs(self) -> list[tuple[str, str]]:
         """(row name, norm) pairs: one per norm, one per FRN implementation for FRN, and
@@ -177,19 +179,22 @@ def build_batch(
     device: str,
     seed: int = 0,
     ragged: bool = False,
+    full_width: int | None = None,
 ) -> list[dict[str, Any]]:
     """A fixed synthetic training batch in detectron2's format.
 
     Returns ``batch`` dicts with "image" (3, size, W) uint8 (smooth random colours plus
     noise), "height", "width" and "instances" holding ``boxes`` gt_boxes (Boxes, XYXY),
-    gt_classes and gt_masks (BitMasks: a filled ellipse inside each box). W is ``size``,
-    or with ``ragged`` falls linearly to 3/4 ``size`` over the batch. Generated from
-    ``seed`` alone, so every norm and every process sees the same pixels.
+    gt_classes and gt_masks (BitMasks: a filled ellipse inside each box). W is
+    ``full_width`` (default ``size``), or with ``ragged`` falls linearly to 3/4 of it over
+    the batch. Generated from ``seed`` alone, so every norm and every process sees the same
+    pixels.
     """
     gen = torch.Generator().manual_seed(seed)
+    full_width = full_width or size
     inputs = []
     for k in range(batch):
-        width = round(size * (1 - 0.25 * k / max(1, batch - 1))) if ragged else size
+        width = round(full_width * (1 - 0.25 * k / max(1, batch - 1))) if ragged else full_width
         yy, xx = torch.meshgrid(torch.arange(size), torch.arange(width), indexing="ij")
         coarse = torch.rand(1, 3, 8, 8, generator=gen)
         image = nn.functional.interpolate(coarse, size=(size, width), mode="bilinear")[0]
@@ -332,6 +337,7 @@ def rss_worker(spec: BenchSpec, name: str, norm: str) -> dict[str, float]:
         spec.device,
         spec.seed,
         spec.ragged,
+        spec.width,
     )
     for _ in range(max(1, spec.warmup)):
         train_step(run, batch)
@@ -382,7 +388,14 @@ def run_benchmark(
     runs = [build_run(spec, name, norm) for name, norm in spec.runs()]
     num_classes = runs[0].cfg.MODEL.ROI_HEADS.NUM_CLASSES
     batch = build_batch(
-        spec.size, spec.batch, spec.boxes, num_classes, spec.device, spec.seed, spec.ragged
+        spec.size,
+        spec.batch,
+        spec.boxes,
+        num_classes,
+        spec.device,
+        spec.seed,
+        spec.ragged,
+        spec.width,
     )
     for run in runs:
         run.first_s = timed_step(run, batch, device)

@@ -195,10 +195,10 @@ GPU = Preset(
     norm_repeats=30,
     norm_warmup=5,
     bandwidth_mib=1024,
-    # Square 800 px images, the second 3/4 as wide (--ragged), so the batch is padded as
-    # COCO batches are; benchmark_model makes square images of --size, not 800 x 1333.
+    # COCO-sized 800 x 1333 images, the second 3/4 as wide (--ragged), so the batch is
+    # padded as COCO batches are.
     model_args=(
-        "--size", "800", "--batch", "2", "--iters", "8", "--warmup", "2",
+        "--size", "800", "--width", "1333", "--batch", "2", "--iters", "8", "--warmup", "2",
         "--norms", "BN", "GN", "SyncBN", "FRN", "--padding-aware", "FRN", "--ragged",
     ),
     targets_count=True,

@@ -12,7 +12,7 @@ SyncBN in one process is BN: detectron2's NaiveSyncBatchNorm (CPU) and torch's S
 (CUDA) skip the all-reduce at world size 1, so its row measures no communication.
 
     python tools/benchmark_model.py --size 384 --batch 2 --iters 5
-    python tools/benchmark_model.py --device cuda --size 800 --iters 20 --json bench.json
+    python tools/benchmark_model.py --device cuda --size 800 --width 1333 --iters 20 --json b.json
     python tools/benchmark_model.py --norms GN FRN --impl compiled autograd --profile
     python tools/benchmark_model.py --norms FRN --padding-aware FRN --ragged --size 384
 """
@@ -47,7 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--norms", nargs="+", default=list(NORMS), choices=list(NORMS))
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per norm")
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations after the first")
-    parser.add_argument("--size", type=int, default=512, help="image side in pixels")
+    parser.add_argument("--size", type=int, default=512, help="image height (and width) in pixels")
+    parser.add_argument(
+        "--width", type=int, default=None, help="image width in pixels (default: --size)"
+    )
     parser.add_argument("--batch", type=int, default=2, help="images per iteration")
     parser.add_argument("--boxes", type=int, default=3, help="ground-truth objects per image")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -123,6 +126,7 @@ def spec_from_args(args: argparse.Namespace) -> BenchSpec:
         threads=args.threads,
         padding_aware=tuple(args.padding_aware),
         ragged=args.ragged,
+        width=args.width,
     )
 
 
@@ -138,7 +142,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     device = torch.device(spec.device)
     where = meta["device_name"] if device.type == "cuda" else f"cpu ({meta['threads']} threads)"
-    shape = f"{spec.size}x{spec.size}" + (" to 3/4 as wide (ragged)" if spec.ragged else "")
+    shape = f"{spec.size}x{spec.width or spec.size}" + (
+        " to 3/4 as wide (ragged)" if spec.ragged else ""
+    )
     print(
         f"Mask R-CNN training benchmark: {where}, {spec.batch} images of {shape}"
         f" with {spec.boxes} objects each, median of {spec.iters} iterations after "

@@ -102,3 +102,22 @@ def test_cpu_spec_rows_name_each_frn_implementation_when_several_are_compared():
     spec = BenchSpec(norms=("GN", "FRN"), impls=("compiled", "autograd"))
     assert spec.runs() == [("GN", "GN"), ("FRN compiled", "FRN"), ("FRN autograd", "FRN")]
     assert spec.impl_of("FRN autograd") == "autograd"
+
+
+def test_a_ragged_batch_of_a_given_width_is_padded_and_padding_aware_rows_compare_with_plain():
+    from frn_det.benchmark import build_batch
+
+    batch = build_batch(64, 3, 2, num_classes=4, device="cpu", ragged=True, full_width=96)
+    assert [tuple(item["image"].shape[1:]) for item in batch] == [(64, 96), (64, 84), (64, 72)]
+    for item in batch:
+        boxes = item["instances"].gt_boxes.tensor
+        assert (boxes[:, 2] <= item["width"]).all() and (boxes[:, 3] <= item["height"]).all()
+    spec = BenchSpec(norms=("GN", "FRN"), padding_aware=("FRN",), impls=("auto",))
+    assert spec.runs() == [("GN", "GN"), ("FRN", "FRN"), ("FRN padding-aware", "FRN")]
+    rows = add_ratios(
+        [
+            {"norm": "FRN", "s_per_iter": 2.0},
+            {"norm": "FRN padding-aware", "s_per_iter": 2.2},
+        ]
+    )
+    assert rows[1]["vs_plain"] == pytest.approx(1.1) and rows[0]["vs_plain"] is None
