@@ -23,7 +23,7 @@ from detectron2.data import (
     get_detection_dataset_dicts,
 )
 from detectron2.data.detection_utils import check_metadata_consistency
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.layers import NaiveSyncBatchNorm
 from detectron2.structures import BoxMode
@@ -455,6 +455,26 @@ def set_aside_metrics_from(path: str, start_iter: int) -> int:
     return len(moved)
 
 
+class SyncedPreciseBN(hooks.PreciseBN):
+    """detectron2's PreciseBN hook, then each BN statistic averaged over the processes.
+
+    fvcore's ``update_bn_stats`` weighs each batch by the process's own batch size (for a
+    RoI head, its own RoI count), so with several processes each ends with statistics of
+    its own, SyncBN included, and evaluates its shard of the test set with them. Averaging
+    gives every process (and the checkpoint rank 0 writes) the same statistics.
+    """
+
+    def update_stats(self) -> None:
+        super().update_stats()
+        world_size = comm.get_world_size()
+        if self._disabled or world_size == 1:
+            return
+        for bn in hooks.get_bn_modules(self._model):
+            for stat in (bn.running_mean, bn.running_var):
+                torch.distributed.all_reduce(stat)
+                stat /= world_size
+
+
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` for frn-det experiments.
 
@@ -571,6 +591,16 @@ class Trainer(DefaultTrainer):
             f"{solver.WARMUP_ITERS}) and train again (--resume would restore the learning "
             "rates stored in the checkpoint)"
         )
+
+    def build_hooks(self) -> list[hooks.HookBase]:
+        """DefaultTrainer's hooks, with ``SyncedPreciseBN`` for TEST.PRECISE_BN."""
+        built = super().build_hooks()
+        for i, hook in enumerate(built):
+            if type(hook) is hooks.PreciseBN and not getattr(hook, "_disabled", False):
+                built[i] = SyncedPreciseBN(
+                    hook._period, hook._model, hook._data_loader, hook._num_iter
+                )
+        return built
 
     def build_writers(self) -> list[EventWriter]:
         """detectron2's writers (console, metrics.json, TensorBoard), metrics.json written

@@ -43,7 +43,9 @@ def test_two_gloo_processes_train_syncbn_with_batch_statistics_shared(tiny_args,
         flags=["--num-gpus", "2", "--dist-url", "auto", "--ims-per-gpu", "1"],
         # CPU processes over gloo also on a machine with GPUs; training only (evaluation
         # is tested elsewhere).
-        opts=["MODEL.DEVICE", "cpu", "DATASETS.TEST", "()"],
+        # The config recomputes precise BN statistics after training (3 batches here): each
+        # process weighs its batches by its own RoI count, and SyncedPreciseBN averages them.
+        opts=["MODEL.DEVICE", "cpu", "DATASETS.TEST", "()", "TEST.PRECISE_BN.NUM_ITER", "3"],
         max_iter=2,
         config=SYNCBN_CONFIG,
     )

@@ -103,6 +103,7 @@ def test_padding_aware_syncbn_model_trains_under_ddp_on_two_gloo_processes(tiny_
         opts=[
             "MODEL.DEVICE", "cpu", "DATASETS.TEST", "()", "MODEL.PADDING_AWARE_NORM", "True",
             "SOLVER.REFERENCE_WORLD_BATCH", "4",  # 2 processes x 2 images: no rescaling
+            "TEST.PRECISE_BN.NUM_ITER", "3",
         ],  # fmt: skip
         max_iter=2,
         config=SYNCBN_CONFIG,
