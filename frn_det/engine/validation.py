@@ -54,6 +54,7 @@ from frn_det.data import SHAPES_SPLITS
 from frn_det.evaluation import COCOEVAL_BACKENDS
 from frn_det.layers import registered_norms
 from frn_det.layers.frn import FRN_IMPLS
+from frn_det.modeling.box_head import AFTER_FC_CHOICES
 
 __all__ = [
     "AMP_PRECISIONS",
@@ -430,6 +431,7 @@ def check_values(cfg: CfgNode, train: bool = True) -> None:
     # and the run stops at iteration 0 with a "non-finite loss" that blames the LR.
     _number("MODEL.FRN.EPS", frn.EPS, 0.0, False, "FRN's epsilon; the paper's is 1e-6")
     _one_of("MODEL.FRN.IMPL", frn.IMPL, FRN_IMPLS)
+    _one_of("MODEL.FRN.AFTER_FC", frn.AFTER_FC, AFTER_FC_CHOICES)
     _one_of("SOLVER.AMP.PRECISION", cfg.SOLVER.AMP.PRECISION, AMP_PRECISIONS)
     if (
         cfg.SOLVER.AMP.ENABLED

@@ -30,6 +30,8 @@ always emit ``frn_reference``, which those tools see through.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import os
 import shutil
 import types
@@ -103,6 +105,17 @@ def frn_impl(impl: str) -> Iterator[None]:
         yield
     finally:
         _explicit_impl = previous
+
+
+def _check_channels(name: str, num_features: object) -> None:
+    if (
+        isinstance(num_features, bool)
+        or not isinstance(num_features, numbers.Integral)
+        or num_features < 1
+    ):
+        raise ValueError(
+            f"{name}: num_features must be an integer >= 1 (channels), got {num_features!r}"
+        )
 
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -462,6 +475,14 @@ class _FilterResponseNorm(nn.Module):
 
     def __init__(self, num_features: int, eps: float, learnable_eps: bool, tlu: bool) -> None:
         super().__init__()
+        _check_channels(type(self).__name__, num_features)
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (
+            math.isfinite(eps) and eps > 0
+        ):
+            raise ValueError(
+                f"{type(self).__name__}({num_features}): eps must be a finite number > 0 "
+                f"(the paper's is 1e-6), got {eps!r}"
+            )
         self.num_features = num_features
         self.eps = float(eps)
         self.tlu = bool(tlu)
@@ -610,6 +631,7 @@ class TLU(nn.Module):
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
+        _check_channels(type(self).__name__, num_features)
         self.num_features = num_features
         self.tau = nn.Parameter(torch.zeros(num_features))
 

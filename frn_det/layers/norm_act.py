@@ -104,6 +104,19 @@ def register_norm(
         raise TypeError(f"norm name must be a str, got {type(name).__name__} {name!r}")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"norm {name!r} is already registered; pass overwrite=True to replace it")
+    for argument, value, expected in (
+        ("builder", builder, "channels -> nn.Module"),
+        ("activation", activation, "channels -> activation"),
+        ("fc_builder", fc_builder, "(channels, act, **options) -> nn.Module"),
+        ("padding_aware", padding_aware, "the builder's padding-aware form"),
+        ("padding_aware_activation", padding_aware_activation, "channels -> activation"),
+        ("region_builder", region_builder, "the builder's form for RoI features"),
+    ):
+        if (value is not None or argument == "builder") and not callable(value):
+            raise TypeError(
+                f"register_norm({name!r}): {argument} must be callable ({expected}), "
+                f"got {type(value).__name__} {value!r}"
+            )
     entry = NormEntry(
         builder,
         fuses_activation,

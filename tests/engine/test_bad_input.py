@@ -309,6 +309,10 @@ def test_a_truncated_large_annotation_file_is_found_without_parsing_it(coco_data
             "'reference'",
         ),
         (
+            ("MODEL.FRN.AFTER_FC", "FRN1d"),
+            "MODEL.FRN.AFTER_FC is 'FRN1d', which is not one of 'TLU', 'FRN'",
+        ),
+        (
             ("SOLVER.AMP.PRECISION", "fp8"),
             "SOLVER.AMP.PRECISION is 'fp8', which is not one of 'auto', 'float16', 'bfloat16'",
         ),

@@ -260,3 +260,4 @@ def test_masks_follow_the_stride_of_each_map():
         assert p4[0, 0].sum(dim=0).max() == 7 and p4[0, 0].sum(dim=1).max() == 3
         # stride 64: ceil(100/64) x ceil(37/64) = 2 x 1 is the whole map: nothing to mask
         assert padding.valid_mask(torch.zeros(2, 1, 2, 1), "test") is None
+
