@@ -123,6 +123,39 @@ class BenchSpec:
         return base.split(" ", 1)[1] if base.startswith("FRN ") else self.impls[0]
 
 
+def check_common_args(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    counts: Sequence[str] = (),
+    non_negative: Sequence[str] = (),
+) -> None:
+    """``parser.error`` (exit 2, naming the flag) for the benchmark tools' shared mistakes.
+
+    ``counts`` must be >= 1 where given, ``non_negative`` >= 0; ``--threads`` >= 1;
+    ``--device`` cpu or an available cuda[:N]; ``--json`` in an existing folder (checked
+    before the benchmark runs, not after).
+    """
+    for name in counts:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name in non_negative:
+        value = getattr(args, name, None)
+        if value is not None and value < 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        parser.error(f"--threads must be >= 1, got {threads}")
+    device = getattr(args, "device", "cpu")
+    if not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
+        parser.error(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda given but torch.cuda.is_available() is False")
+    out = getattr(args, "json", None)
+    if out is not None and str(out) != "-" and not Path(out).resolve().parent.is_dir():
+        parser.error(f"--json {out}: folder {Path(out).resolve().parent} does not exist")
+
+
 def config_path(template: str, norm: str) -> Path:
     """The config file of ``norm``: ``template`` with {norm}, relative to configs/."""
     path = Path(template.format(norm=norm.lower()))

@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from frn_det.benchmark import check_common_args  # noqa: E402
 from frn_det.evaluation.synthetic import IOU_TYPES, make_synthetic_coco  # noqa: E402
 
 DEFAULT_IMAGES = {"bbox": 5000, "segm": 500}
@@ -110,7 +111,7 @@ def _max_abs_diff(a: list[float], b: list[float]) -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Generate the data, run both backends and compare them."""
-    images = args.images or DEFAULT_IMAGES[args.iou_type]
+    images = DEFAULT_IMAGES[args.iou_type] if args.images is None else args.images
     data, gen_s = _clock(
         make_synthetic_coco,
         images,
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the results here ('-': stdout)")
     args = parser.parse_args(argv)
+    check_common_args(parser, args, counts=("images", "dets_per_image"))
     result = run(args)
     if args.json == "-":
         print(json.dumps(result, indent=2))

@@ -33,6 +33,8 @@ from frn_det.benchmark import (  # noqa: E402
     NORMS,
     SAME_NETWORK_OPTS,
     BenchSpec,
+    check_common_args,
+    config_path,
     markdown,
     profile_table,
     run_benchmark,
@@ -101,8 +103,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="KEY VALUE config pairs merged into every norm's config; last on the line",
     )
     args = parser.parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("--device cuda given but torch.cuda.is_available() is False")
+    check_common_args(
+        parser,
+        args,
+        counts=("iters", "size", "batch", "boxes", "width"),
+        non_negative=("warmup",),
+    )
+    for norm in args.norms:
+        if not config_path(args.config, norm).is_file():
+            parser.error(
+                f"--config {args.config}: {config_path(args.config, norm)} (norm {norm}) "
+                "does not exist"
+            )
     if len(args.opts) % 2:
         parser.error(f"config options come in KEY VALUE pairs, got {args.opts}")
     return args

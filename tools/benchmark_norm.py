@@ -30,6 +30,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from frn_det.benchmark import check_common_args  # noqa: E402
 from frn_det.layers import padding  # noqa: E402
 from frn_det.layers.evonorm import (  # noqa: E402
     EvoNormB0,
@@ -357,10 +358,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     SHAPES.update(dict(args.dims))
+    check_common_args(parser, args, counts=("repeats",), non_negative=("warmup",))
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("--device cuda given but torch.cuda.is_available() is False")
     rows = run(args)
     device = torch.device(args.device)
     copy_mib = args.bandwidth_mib or (1024 if device.type == "cuda" else 256)
