@@ -593,13 +593,24 @@ class Trainer(DefaultTrainer):
         )
 
     def build_hooks(self) -> list[hooks.HookBase]:
-        """DefaultTrainer's hooks, with ``SyncedPreciseBN`` for TEST.PRECISE_BN."""
+        """DefaultTrainer's hooks, with ``SyncedPreciseBN`` for TEST.PRECISE_BN and, before
+        the ``PeriodicWriter``, ``FRNStatsHook``: FRN's tau and learned eps statistics
+        (``frn/*`` in metrics.json and TensorBoard; nothing for models without FRN)."""
+        # frn_det.visualization imports this module (its drawing builds models with Trainer)
+        from frn_det.visualization.frn_stats import FRNStatsHook
+
         built = super().build_hooks()
         for i, hook in enumerate(built):
             if type(hook) is hooks.PreciseBN and not getattr(hook, "_disabled", False):
                 built[i] = SyncedPreciseBN(
                     hook._period, hook._model, hook._data_loader, hook._num_iter
                 )
+        writer = next((i for i, h in enumerate(built) if isinstance(h, hooks.PeriodicWriter)), None)
+        stats = FRNStatsHook(period=20)
+        if writer is None:
+            built.append(stats)
+        else:
+            built.insert(writer, stats)
         return built
 
     def build_writers(self) -> list[EventWriter]:

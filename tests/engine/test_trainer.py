@@ -70,6 +70,16 @@ def test_training_ends_with_coco_box_and_mask_evaluation(trained):
     assert (trained["output_dir"] / "model_final.pth").is_file()
 
 
+def test_training_logs_frn_tau_and_learned_eps_statistics(trained):
+    lines = (trained["output_dir"] / "metrics.json").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    logged = [r for r in records if "frn/tau_mean" in r]
+    assert logged and logged[-1]["iteration"] == 7  # the last iteration (8 trained)
+    # no layer learns eps by default (MODEL.FRN.LEARNABLE_EPS False, a TLU after the FCs)
+    assert {"frn/tau_min", "frn/tau_max"} <= logged[-1].keys()
+    assert "frn/eps_mean" not in logged[-1]
+
+
 def test_model_frn_impl_selects_the_frn_kernel(trained):
     assert trained["impl"] == "autograd"
 
