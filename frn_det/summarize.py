@@ -455,14 +455,22 @@ def summarize(
     (default ``output/summary``). Returns the paths written, by name.
 
     Raises:
-        FileNotFoundError: naming ``output`` when it is not a folder.
+        FileNotFoundError: naming ``output`` when it is missing, is not a folder or holds no
+            run folders (nothing is written then).
     """
     output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise FileNotFoundError(f"sweep output {os.fspath(output)!r} is a file, not a folder")
     if not output.is_dir():
         raise FileNotFoundError(f"sweep output folder {os.fspath(output)!r} does not exist")
+    records = collect_runs(output)
+    if not records:
+        raise FileNotFoundError(
+            f"no run folders (OUT/<config>/<norm>/ipg<N>/seed<S>/) under {os.fspath(output)!r}: "
+            "is it a sweep's --output folder?"
+        )
     dest = Path(dest) if dest is not None else output / "summary"
     dest.mkdir(parents=True, exist_ok=True)
-    records = collect_runs(output)
     points = group_points(records)
     written = {
         "table": dest / "summary.md",

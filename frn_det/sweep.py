@@ -46,10 +46,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from detectron2.config import get_cfg
 from tabulate import tabulate
 
+from frn_det.config import add_frn_config
 from frn_det.engine import argument_parser as train_net_argument_parser
 from frn_det.engine import build_config, check_ims_per_gpu
+from frn_det.engine.batch import RESCALED_KEYS
+from frn_det.engine.trainer import strict_json_value
+from frn_det.engine.validation import InputError
 
 __all__ = [
     "CANONICAL_NORMS",
@@ -290,7 +295,11 @@ def expand_grid(
         num_gpus: processes per run (``--num-gpus``), unless ``norm_num_gpus`` says otherwise
             for a norm (SyncBN only differs from BN with >= 2 processes).
         opts: KEY VALUE config options passed to every run (not SEED, OUTPUT_DIR or
-            SOLVER.IMS_PER_GPU, which the sweep sets).
+            SOLVER.IMS_PER_GPU, which the sweep sets). Schedule values among them
+            (SOLVER.MAX_ITER, STEPS, ...) are a schedule at the config's
+            SOLVER.REFERENCE_WORLD_BATCH and are rescaled for each point as the config's
+            own are: the sweep passes that batch with them (train_net keeps typed values
+            as typed unless the batch they were written for is typed too).
     Raises:
         SweepError: naming the template, norm, value or folder that is not accepted.
     """
@@ -347,6 +356,7 @@ def expand_grid(
                     f"config file {os.fspath(config)!r} (template {template!r}, norm {norm!r}) "
                     "does not exist"
                 )
+            run_opts = _with_reference_batch(config, opts)
             for size in sizes:
                 for repeat in range(repeats):
                     runs.append(
@@ -360,10 +370,22 @@ def expand_grid(
                             output_dir=run_dir(
                                 Path(output).resolve(), stem, norm, size, seed + repeat
                             ),
-                            opts=opts,
+                            opts=run_opts,
                         )
                     )
     return runs
+
+
+def _with_reference_batch(config: Path, opts: tuple[str, ...]) -> tuple[str, ...]:
+    keys = opts[::2]
+    if "SOLVER.REFERENCE_WORLD_BATCH" in keys or not set(keys) & set(RESCALED_KEYS):
+        return opts
+    cfg = add_frn_config(get_cfg())
+    try:
+        cfg.merge_from_file(os.fspath(config))
+    except Exception as error:  # the run itself would fail on it, with train_net's message
+        raise SweepError(f"config file {os.fspath(config)!r} does not load: {error}") from None
+    return (*opts, "SOLVER.REFERENCE_WORLD_BATCH", str(cfg.SOLVER.REFERENCE_WORLD_BATCH))
 
 
 def grid_warnings(runs: Sequence[Run]) -> list[str]:
@@ -474,7 +496,8 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     # Write then rename: a reader (or a sweep started after a kill) sees the old file or the
     # new one, never half of one, which is what makes DONE.json a safe "skip me" marker.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    text = json.dumps(strict_json_value(data), indent=2, sort_keys=True, allow_nan=False)
+    tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -1100,8 +1123,8 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
             print(dry_run_table(runs, args.output))
             return 0
         outcome = run_sweep(runs, runner, progress_seconds=args.progress_every)
-    except SweepError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except (SweepError, InputError) as error:
+        parser.exit(2, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
     print(
         f"{len(outcome['done'])} trained, {len(outcome['skipped'])} already done, "
         f"{len(outcome['failed'])} failed. Summary: python tools/summarize.py {args.output}"

@@ -183,3 +183,18 @@ def test_the_command_line_prints_the_table_and_names_a_missing_folder(sweep_out,
         main([str(tmp_path / "nowhere")])
     assert exit_info.value.code == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_a_file_or_a_folder_without_run_folders_is_refused_and_nothing_is_written(
+    tmp_path, capsys
+):
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a sweep\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for path, message in ((a_file, "is a file, not a folder"), (empty, "no run folders")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(path)])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert list(empty.iterdir()) == []

@@ -358,3 +358,45 @@ def test_the_script_runs_from_a_checkout():
     assert done.returncode == 0, done.stderr
     for flag in ("--configs", "--norms", "--ims-per-gpu", "--norm-gpus", "--repeats", "--dry-run"):
         assert flag in done.stdout
+
+
+def test_a_schedule_typed_for_the_sweep_is_rescaled_from_the_configs_reference_batch(tmp_path):
+    runs = _grid(tmp_path, norms=["gn"], ims_per_gpu=[1, 8], opts=["SOLVER.MAX_ITER", "400"])
+    # the Shapes configs' schedule is written for 4 images
+    assert all(r.opts[-2:] == ("SOLVER.REFERENCE_WORLD_BATCH", "4") for r in runs)
+    from frn_det.sweep import plan_schedule
+
+    assert [plan_schedule(r).max_iter for r in runs] == [1600, 200]
+    typed = _grid(
+        tmp_path,
+        norms=["gn"],
+        ims_per_gpu=[8],
+        opts=["SOLVER.MAX_ITER", "400", "SOLVER.REFERENCE_WORLD_BATCH", "8"],
+    )
+    assert typed[0].opts.count("SOLVER.REFERENCE_WORLD_BATCH") == 1
+    assert plan_schedule(typed[0]).max_iter == 400
+
+
+def test_a_config_value_out_of_its_range_ends_the_sweep_in_one_line_with_status_2(
+    tmp_path, capsys
+):
+    argv = ["--configs", SHAPES_TEMPLATE, "--norms", "gn", "--ims-per-gpu", "1"]
+    argv += ["--output", str(tmp_path / "out"), "--dry-run", "MODEL.FRN.EPS", "-1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "MODEL.FRN.EPS must be a finite number > 0" in err and "\n" not in err
+
+
+def test_done_json_is_strict_json_even_for_a_nan_ap(tmp_path):
+    from frn_det.sweep import _write_json
+
+    path = tmp_path / "DONE.json"
+    _write_json(path, {"results": {"bbox": {"AP": float("nan"), "AP50": 1.5}}})
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data["results"]["bbox"] == {"AP": "NaN", "AP50": 1.5}
