@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from frn_det.integration import get_norm as stock_component_get_norm
+from frn_det import integration
 from frn_det.layers import (
     EvoNormB0,
     EvoNormS0,
@@ -401,8 +401,9 @@ def test_registry_names_build_the_fused_slots(name, plain, aware):
 
 @pytest.mark.parametrize("name", ["EvoNormS0", "EvoNormB0"])
 def test_stock_components_get_evonorm_without_its_activation_term(name):
-    # frn-det's detectron2.layers.get_norm, which register_with_detectron2 installs
-    norm = stock_component_get_norm(name, 64)
+    # frn-det's detectron2.layers.get_norm, which register_with_detectron2 installs; read
+    # from its module, since unregistering rebinds every other module's global to stock's
+    norm = integration.get_norm(name, 64)
     assert isinstance(norm, EvoNormS0 | EvoNormB0) and not norm.act
 
 

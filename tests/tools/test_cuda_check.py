@@ -64,7 +64,8 @@ def test_the_dry_run_lists_every_step_with_its_command_limit_and_outputs(tmp_pat
         for path in step.outputs:
             assert f"-> {path}" in printed
     assert "benchmark_norm.py --device cuda --dtype float16" in printed
-    assert "--size 800 --batch 2" in printed and "benchmark_model.py --device cuda" in printed
+    assert "--size 800 --width 1333 --batch 2" in printed
+    assert "benchmark_model.py --device cuda" in printed
     assert "mask_rcnn_R_18_FPN_frn.yaml" in printed and "SOLVER.AMP.ENABLED True" in printed
     assert "mask_rcnn_R_18_FPN_syncbn.yaml" in printed and "--must-run" in printed
     assert not out.exists()  # a dry run writes nothing
