@@ -25,7 +25,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -66,13 +66,16 @@ __all__ = [
     "check_output_dir",
     "check_weights",
     "exit_on_bad_input",
+    "ims_per_gpu_arg",
+    "launch_exiting_as_explained",
     "main",
     "save_config",
     "setup",
 ]
 
 
-def _ims_per_gpu_arg(text: str) -> int:
+def ims_per_gpu_arg(text: str) -> int:
+    """argparse ``type`` of ``--ims-per-gpu``: an integer >= 1."""
     try:
         return check_ims_per_gpu(int(text))
     except ValueError:
@@ -81,12 +84,34 @@ def _ims_per_gpu_arg(text: str) -> int:
         ) from None
 
 
+def launch_exiting_as_explained(
+    main_func: Callable[[argparse.Namespace], Any], args: argparse.Namespace, backend: str
+) -> None:
+    """``launch(main_func, ...)`` with the launch flags of ``args``; a launched process that
+    explained its failure (bad input: status 2, a stopped run: 1) ends this one with its
+    status instead of torch's ProcessExitedException traceback."""
+    try:
+        launch(
+            main_func,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            backend=backend,
+        )
+    except ProcessExitedException as error:
+        if error.exit_code in (EXIT_BAD_INPUT, EXIT_FAILED_RUN):
+            raise SystemExit(error.exit_code) from None
+        raise
+
+
 def argument_parser() -> argparse.ArgumentParser:
     """``detectron2.engine.default_argument_parser`` plus ``--ims-per-gpu N``."""
     parser = default_argument_parser()
     parser.add_argument(
         "--ims-per-gpu",
-        type=_ims_per_gpu_arg,
+        type=ims_per_gpu_arg,
         default=None,
         metavar="N",
         help="images per GPU (process); sets SOLVER.IMS_PER_GPU, which rescales "
@@ -453,18 +478,6 @@ def run(argv: Sequence[str] | None = None) -> None:
     with exit_on_bad_input():
         with _launcher_logging():
             cfg = check_args(args)
-        try:
-            launch(
-                _main_explaining_failures,
-                args.num_gpus,
-                num_machines=args.num_machines,
-                machine_rank=args.machine_rank,
-                dist_url=args.dist_url,
-                args=(args,),
-                backend=distributed_backend(cfg.MODEL.DEVICE),
-            )
-        except ProcessExitedException as error:
-            # A launched process that explained its failure (above) exits with its status.
-            if error.exit_code in (EXIT_BAD_INPUT, EXIT_FAILED_RUN):
-                raise SystemExit(error.exit_code) from None
-            raise
+        launch_exiting_as_explained(
+            _main_explaining_failures, args, distributed_backend(cfg.MODEL.DEVICE)
+        )

@@ -44,7 +44,6 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
-from torch.multiprocessing import ProcessExitedException
 
 # Imported for their registrations: the embedded datasets.
 import frn_det.data  # noqa: F401
@@ -60,9 +59,16 @@ from frn_det.modeling import (
 )
 from frn_det.solver import get_optimizer_params
 
-from .batch import apply_ims_per_gpu, check_ims_per_gpu
-from .cli import EXIT_BAD_INPUT, EXIT_FAILED_RUN, _exit_with, _OneLineStop, exit_on_bad_input
-from .launch import create_ddp_model, distributed_backend, launch, resolve_device
+from .batch import apply_ims_per_gpu
+from .cli import (
+    EXIT_FAILED_RUN,
+    _exit_with,
+    _OneLineStop,
+    exit_on_bad_input,
+    ims_per_gpu_arg,
+    launch_exiting_as_explained,
+)
+from .launch import create_ddp_model, distributed_backend, resolve_device
 from .trainer import (
     METRICS_FILE,
     NonFiniteLossError,
@@ -635,22 +641,13 @@ def do_train(cfg: DictConfig, resume: bool = False) -> dict[str, Any] | None:
 # Command line
 
 
-def _ims_per_gpu_arg(text: str) -> int:
-    try:
-        return check_ims_per_gpu(int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer >= 1 (images per GPU), got {text!r}"
-        ) from None
-
-
 def argument_parser() -> argparse.ArgumentParser:
     """detectron2's ``default_argument_parser`` (overrides as ``key=value``) plus
     ``--ims-per-gpu N``."""
     parser = default_argument_parser()
     parser.add_argument(
         "--ims-per-gpu",
-        type=_ims_per_gpu_arg,
+        type=ims_per_gpu_arg,
         default=None,
         metavar="N",
         help="images per GPU (process); sets train.ims_per_gpu, which makes the total batch "
@@ -715,17 +712,6 @@ def run(argv: Sequence[str] | None = None) -> None:
     args = argument_parser().parse_args(None if argv is None else list(argv))
     with exit_on_bad_input():
         cfg = build_config(args)
-        try:
-            launch(
-                _main_explaining_failures,
-                args.num_gpus,
-                num_machines=args.num_machines,
-                machine_rank=args.machine_rank,
-                dist_url=args.dist_url,
-                args=(args,),
-                backend=distributed_backend(cfg.train.device),
-            )
-        except ProcessExitedException as error:
-            if error.exit_code in (EXIT_BAD_INPUT, EXIT_FAILED_RUN):
-                raise SystemExit(error.exit_code) from None
-            raise
+        launch_exiting_as_explained(
+            _main_explaining_failures, args, distributed_backend(cfg.train.device)
+        )
