@@ -36,6 +36,7 @@ from frn_det.engine.lazy import (
     argument_parser,
     check_lazy_config,
     do_train,
+    frn_det_components,
     load_lazy_config,
     main,
     norm_keys,
@@ -45,7 +46,7 @@ from frn_det.engine.lazy import (
 from frn_det.engine.trainer import NonFiniteLossError
 from frn_det.engine.validation import InputError
 from frn_det.evaluation import FRNCOCOEvaluator
-from frn_det.layers import TLU, FilterResponseNorm2d, set_frn_impl
+from frn_det.layers import TLU, FilterResponseNorm2d, get_norm_act, set_frn_impl
 from frn_det.solver import get_optimizer_params
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,6 +170,25 @@ def stock_models() -> dict[int, nn.Module]:
 def _norm_modules(model: nn.Module) -> dict[str, type]:
     norm_types = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, FilterResponseNorm2d, TLU)
     return {n: type(m) for n, m in model.named_modules() if isinstance(m, norm_types)}
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_frn_det_components_build_detectron2s_syncbn_model_module_for_module(depth, stock_models):
+    # detectron2's own SyncBN baseline through frn-det's slot-built components
+    cfg = get_config(f"new_baselines/mask_rcnn_R_{depth}_FPN_100ep_LSJ.py")
+    frn_det_components(cfg.model)
+    stock, ours = stock_models[depth], on_meta(cfg)
+    assert shapes(ours) == shapes(stock)
+    # frn-det's stem and stages take SyncBN from the registry: torch's on CUDA, detectron2's
+    # naive one elsewhere (torch's raises on CPU tensors; build_lazy_model swaps the stock
+    # FPN's too). The heads keep the config's own NaiveSyncBatchNorm(stats_mode="N").
+    sync_bn = type(get_norm_act("SyncBN", 8).norm)
+    expected = {
+        name: sync_bn if kind is nn.SyncBatchNorm and name.startswith("backbone.bottom_up.")
+        else kind
+        for name, kind in _norm_modules(stock).items()
+    }
+    assert _norm_modules(ours) == expected
 
 
 @pytest.mark.parametrize("depth", DEPTHS)
