@@ -92,19 +92,32 @@ class RunRecord:
         return self.state.done.get("num_gpus", self.state.plan.get("num_gpus"))
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict of the run (NaN results become null)."""
+        """A JSON-ready dict of the run (NaN results become null): its design
+        ("fixed_images" or "fixed_batch"), norm, padding_aware, images_per_gpu, gpus,
+        total_batch, seed, iterations, box_AP and mask_AP, then the run's details."""
+        plan = self.state.plan  # RUN.json, written by the sweep when the run started
+        schedule = plan.get("schedule", {})
+        results = {k: _finite(v) for k, v in self.state.results.items()}
         return {
-            "config": self.key.config_stem,
+            "design": plan.get("design", "fixed_images"),
             "norm": self.key.norm,
-            "ims_per_gpu": self.key.ims_per_gpu,
+            "padding_aware": plan.get("padding_aware", self.key.norm.endswith("_pa")),
+            "images_per_gpu": self.key.ims_per_gpu,
+            "gpus": self.num_gpus,
+            "total_batch": schedule.get("ims_per_batch"),
             "seed": self.key.seed,
+            "iterations": self.state.max_iter,
+            "box_AP": results.get("bbox/AP"),
+            "mask_AP": results.get("segm/AP"),
+            "config": self.key.config_stem,
+            "ims_per_gpu": self.key.ims_per_gpu,
             "num_gpus": self.num_gpus,
             "folder": os.fspath(self.folder),
             "status": "done" if self.finished else self.state.status,
             "description": self.describe(),
             "iteration": self.state.iteration,
             "max_iter": self.state.max_iter,
-            "results": {k: _finite(v) for k, v in self.state.results.items()},
+            "results": results,
         }
 
 

@@ -82,6 +82,14 @@ __all__ = [
 
 
 NORM_PLACEHOLDER = "{norm}"
+# A norm name ending in this runs its config with MODEL.PADDING_AWARE_NORM True: frn_pa
+# is configs/..._frn.yaml, padding-aware.
+PADDING_AWARE_SUFFIX = "_pa"
+# fixed_images: the paper's protocol, the images of a run fixed, so LR, iterations and
+# steps scale with the total batch (images per GPU x processes). fixed_batch: the same
+# total batch, schedule and images at each step for every point; only how they are split
+# into processes of N images changes.
+DESIGNS = ("fixed_images", "fixed_batch")
 # The order norms are listed in tables and plots; others follow alphabetically.
 CANONICAL_NORMS = ("bn", "syncbn", "gn", "frn")
 # The sweep sets these per run; an override among the KEY VALUE options would silently
@@ -123,6 +131,8 @@ class Run:
     num_gpus: int
     output_dir: Path
     opts: tuple[str, ...] = ()
+    design: str = "fixed_images"
+    padding_aware: bool = False
 
     def train_net_args(self, resume: bool = False) -> list[str]:
         """The arguments of ``tools/train_net.py`` for this run (without the script)."""
@@ -282,18 +292,28 @@ def expand_grid(
     num_gpus: int = 1,
     norm_num_gpus: Mapping[str, int] | None = None,
     opts: Sequence[str] = (),
+    total_batch: int | None = None,
 ) -> list[Run]:
     """Every run of the grid templates x norms x images per GPU x repeats, in that order.
 
     Args:
         templates: config paths with a ``{norm}`` placeholder, one config file per norm.
-        norms: the names substituted for ``{norm}`` (``bn``, ``syncbn``, ``gn``, ``frn``).
+        norms: the names substituted for ``{norm}`` (``bn``, ``syncbn``, ``gn``, ``frn``);
+            a name ending in ``_pa`` (``frn_pa``) is its config with
+            MODEL.PADDING_AWARE_NORM True.
         ims_per_gpu: images per GPU (process), each an int >= 1.
         output: the sweep's root folder.
         repeats: runs per point; repeat ``r`` uses SEED ``seed + r``, so every point of
             the grid sees the same seeds (norms are compared on equal random draws).
         num_gpus: processes per run (``--num-gpus``), unless ``norm_num_gpus`` says otherwise
             for a norm (SyncBN only differs from BN with >= 2 processes).
+        total_batch: None for the fixed-images design (each point's total batch is its
+            images per GPU x processes, its schedule rescaled from the reference batch);
+            an int T for the fixed-batch design: each point trains T/N processes of N images,
+            all with the same total batch T, schedule and images at each step (aspect-ratio
+            grouping off, so a step's images do not depend on the split), in folders
+            ``<config stem>_fixed_batch<T>``. ``num_gpus``/``norm_num_gpus`` must then be
+            left alone: the split sets the processes.
         opts: KEY VALUE config options passed to every run (not SEED, OUTPUT_DIR or
             SOLVER.IMS_PER_GPU, which the sweep sets). Schedule values among them
             (SOLVER.MAX_ITER, STEPS, ...) are a schedule at the config's
@@ -333,6 +353,22 @@ def expand_grid(
                 f"number of processes for {norm} must be an integer >= 1, got {count!r}"
             )
     opts = _check_opts(opts)
+    design = "fixed_images" if total_batch is None else "fixed_batch"
+    if total_batch is not None:
+        if isinstance(total_batch, bool) or not isinstance(total_batch, int) or total_batch < 1:
+            raise SweepError(f"total batch must be an integer >= 1, got {total_batch!r}")
+        if num_gpus != 1 or norm_num_gpus:
+            raise SweepError(
+                f"with a total batch ({total_batch}) each run's processes are total batch / "
+                "images per GPU; leave out --num-gpus and --norm-gpus"
+            )
+        uneven = [n for n in sizes if total_batch % n]
+        if uneven:
+            raise SweepError(
+                f"images per GPU {uneven} do not divide the total batch {total_batch}; "
+                f"accepted: divisors of {total_batch}"
+            )
+        opts = ("DATALOADER.ASPECT_RATIO_GROUPING", "False", *opts)
 
     stems: dict[str, str] = {}
     runs = []
@@ -343,6 +379,8 @@ def expand_grid(
                 "takes one config per norm, e.g. configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml"
             )
         stem = _check_name("config stem", config_stem(template))
+        if total_batch is not None:
+            stem = f"{stem}_fixed_batch{total_batch}"
         if stem in stems:
             raise SweepError(
                 f"config templates {stems[stem]!r} and {template!r} would share the run "
@@ -350,13 +388,17 @@ def expand_grid(
             )
         stems[stem] = template
         for norm in norms:
-            config = Path(template.replace(NORM_PLACEHOLDER, norm)).resolve()
+            padding_aware = norm.endswith(PADDING_AWARE_SUFFIX)
+            config_norm = norm.removesuffix(PADDING_AWARE_SUFFIX) if padding_aware else norm
+            config = Path(template.replace(NORM_PLACEHOLDER, config_norm)).resolve()
             if not config.is_file():
                 raise SweepError(
                     f"config file {os.fspath(config)!r} (template {template!r}, norm {norm!r}) "
                     "does not exist"
                 )
             run_opts = _with_reference_batch(config, opts)
+            if padding_aware:
+                run_opts = ("MODEL.PADDING_AWARE_NORM", "True", *run_opts)
             for size in sizes:
                 for repeat in range(repeats):
                     runs.append(
@@ -366,11 +408,17 @@ def expand_grid(
                             norm=norm,
                             ims_per_gpu=size,
                             seed=seed + repeat,
-                            num_gpus=norm_num_gpus.get(norm, num_gpus),
+                            num_gpus=(
+                                total_batch // size
+                                if total_batch is not None
+                                else norm_num_gpus.get(norm, num_gpus)
+                            ),
                             output_dir=run_dir(
                                 Path(output).resolve(), stem, norm, size, seed + repeat
                             ),
                             opts=run_opts,
+                            design=design,
+                            padding_aware=padding_aware,
                         )
                     )
     return runs
@@ -574,6 +622,8 @@ def _plan_record(run: Run, schedule: Schedule) -> dict[str, Any]:
         "ims_per_gpu": run.ims_per_gpu,
         "num_gpus": run.num_gpus,
         "seed": run.seed,
+        "design": run.design,
+        "padding_aware": run.padding_aware,
         "train_net_args": run.train_net_args(),
         "schedule": {
             "ims_per_batch": schedule.ims_per_batch,
@@ -1056,7 +1106,8 @@ def argument_parser() -> argparse.ArgumentParser:
         default=list(CANONICAL_NORMS),
         type=_comma_list("norm names", str),
         metavar="NORM[,NORM]",
-        help="names substituted for {norm}",
+        help="names substituted for {norm}; NAME_pa runs NAME's config with "
+        "MODEL.PADDING_AWARE_NORM True (e.g. gn,gn_pa,frn,frn_pa)",
     )
     parser.add_argument(
         "--ims-per-gpu",
@@ -1065,6 +1116,16 @@ def argument_parser() -> argparse.ArgumentParser:
         metavar="N[,N]",
         help="images per GPU (process); BASE_LR and iterations scale with the total batch "
         "from SOLVER.REFERENCE_WORLD_BATCH",
+    )
+    parser.add_argument(
+        "--total-batch",
+        type=int,
+        default=None,
+        metavar="T",
+        help="the fixed-batch design: every point trains with total batch T (T/N processes "
+        "of N images), the same schedule and the same images at each step, in folders "
+        "<config>_fixed_batch<T>; without it, the fixed-images design (the paper's "
+        "protocol): LR and iterations scale with each point's total batch",
     )
     parser.add_argument("--output", default="output/sweep", help="the sweep's root folder")
     parser.add_argument(
@@ -1116,6 +1177,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
             num_gpus=args.num_gpus,
             norm_num_gpus=args.norm_gpus,
             opts=args.opts,
+            total_batch=args.total_batch,
         )
         for warning in grid_warnings(runs):
             print(f"warning: {warning}", file=sys.stderr)

@@ -400,3 +400,46 @@ def test_done_json_is_strict_json_even_for_a_nan_ap(tmp_path):
 
     data = json.loads(path.read_text(), parse_constant=refuse)
     assert data["results"]["bbox"] == {"AP": "NaN", "AP50": 1.5}
+
+
+def test_the_fixed_batch_design_splits_one_total_batch_and_schedule_into_processes(tmp_path):
+    from frn_det.sweep import plan_schedule
+
+    runs = _grid(tmp_path, norms=["gn", "frn_pa"], ims_per_gpu=[1, 2, 4, 8], total_batch=8)
+    assert [(r.norm, r.ims_per_gpu, r.num_gpus) for r in runs] == [
+        (norm, n, 8 // n) for norm in ("gn", "frn_pa") for n in (1, 2, 4, 8)
+    ]
+    assert all(r.design == "fixed_batch" for r in runs)
+    assert {r.output_dir.relative_to(tmp_path).parts[0] for r in runs} == {
+        f"{STEM}_fixed_batch8"
+    }
+    # the images of a step must not depend on the split
+    for r in runs:
+        assert r.opts[r.opts.index("DATALOADER.ASPECT_RATIO_GROUPING") + 1] == "False"
+    # frn_pa: the frn config, padding-aware
+    pa = [r for r in runs if r.norm == "frn_pa"]
+    assert all(r.padding_aware and r.config.name.endswith("_frn.yaml") for r in pa)
+    assert all(r.opts[r.opts.index("MODEL.PADDING_AWARE_NORM") + 1] == "True" for r in pa)
+    schedules = {(s.ims_per_batch, s.base_lr, s.max_iter) for s in map(plan_schedule, runs[:4])}
+    assert len(schedules) == 1 and next(iter(schedules))[0] == 8
+
+
+def test_a_total_batch_the_images_per_gpu_do_not_divide_or_with_process_counts_is_refused(
+    tmp_path,
+):
+    with pytest.raises(SweepError, match=r"images per GPU \[3\] do not divide the total batch 8"):
+        _grid(tmp_path, ims_per_gpu=[1, 3], total_batch=8)
+    with pytest.raises(SweepError, match="leave out --num-gpus and --norm-gpus"):
+        _grid(tmp_path, total_batch=8, num_gpus=2)
+
+
+def test_run_records_name_the_design_and_padding_awareness(tmp_path, fake_runner):
+    runs = _grid(tmp_path, norms=["gn_pa"], ims_per_gpu=[2], total_batch=4)
+    run_sweep(runs, fake_runner(), progress_seconds=0)
+    from frn_det.summarize import collect_runs
+
+    (record,) = collect_runs(tmp_path)
+    row = record.to_json()
+    assert row["design"] == "fixed_batch" and row["padding_aware"] is True
+    assert (row["images_per_gpu"], row["gpus"], row["total_batch"]) == (2, 2, 4)
+    assert {"seed", "iterations", "box_AP", "mask_AP"} <= row.keys()
