@@ -105,6 +105,18 @@ def test_padding_aware_retinanet_features_p3_to_p7_are_the_same_alone_and_batche
         assert max(change.values()) < 1e-5, (train, change)
 
 
+@pytest.mark.parametrize("size", [(190, 222), (94, 126)])
+def test_an_image_padded_at_the_stem_but_not_after_its_max_pool_runs_alone_and_batched(size):
+    # 190 x 222 on a 192 x 224 canvas: padded at stride 2 (95 of 96 rows), not at stride 4
+    model = _model("FRN", padding_aware=True)
+    alone = _features(model, [size], train=False)
+    batched = _features(model, [size, B_SIZE], train=False)
+    for level, x in alone.items():
+        h, w = x.shape[-2:]
+        assert torch.isfinite(x).all()
+        assert ((batched[level][..., :h, :w] - x).norm() / x.norm()).item() < 1e-5, level
+
+
 def test_padding_aware_models_have_the_plain_models_parameters():
     for norm in ("FRN", "GN", "BN", "SyncBN", "FrozenBN"):
         aware, plain = _model(norm, True), _model(norm, False)

@@ -94,8 +94,11 @@ class FRNBasicStem(CNNBlockBase):
         if mask is None:
             return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
         x = F.max_pool2d(x.masked_fill(~mask, float("-inf")), kernel_size=3, stride=2, padding=1)
-        # windows wholly in the padding hold -inf; -inf * 0 is NaN, so select, not multiply
-        return x.masked_fill(~padding.valid_mask(x, self), 0.0)
+        # windows wholly in the padding hold -inf; -inf * 0 is NaN, so select, not multiply.
+        # Every window of a valid output pixel holds a valid input pixel, so where nothing is
+        # padded after the pool (an image 1-3 px short of the canvas) there is no -inf.
+        pooled_mask = padding.valid_mask(x, self)
+        return x if pooled_mask is None else x.masked_fill(~pooled_mask, 0.0)
 
 
 class _ResidualBlock(CNNBlockBase):
