@@ -206,16 +206,31 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
-    args = argument_parser().parse_args(argv)
+    """Run ``tools/batch_leak.py``; bad flags exit with status 2 before any model is built."""
+    parser = argument_parser()
+    args = parser.parse_args(argv)
     weights = {}
     for item in args.weights:
         norm, sep, path = item.partition("=")
         if not sep or not path:
-            raise SystemExit(f"--weights: {item!r} is not NORM=PATH")
+            parser.error(f"--weights {item!r} is not NORM=PATH")
         if not Path(path).is_file():
-            raise SystemExit(f"--weights {item}: {path} is not a file")
+            parser.error(f"--weights {item}: {path} is not a file")
         weights[norm] = path
-    rows = [parse_row(text, weights) for text in args.rows.split(",") if text]
+    try:
+        rows = [parse_row(text, weights) for text in args.rows.split(",") if text]
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+    if not rows:
+        parser.error("--rows names no row; e.g. frn,frn:pa,gn")
+    for row in rows:
+        if not Path(args.config_template.format(norm=row.norm)).is_file():
+            parser.error(
+                f"--rows {row.norm}: config {args.config_template.format(norm=row.norm)} "
+                "(--config-template) does not exist"
+            )
+    if args.json is not None and not args.json.resolve().parent.is_dir():
+        parser.error(f"--json {args.json}: folder {args.json.resolve().parent} does not exist")
     if args.sizes:
         image_a, image_b = _random_pair(args.sizes, args.seed)
         ha, wa, hb, wb = args.sizes

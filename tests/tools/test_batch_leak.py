@@ -31,3 +31,20 @@ def test_batch_leak_reports_a_change_without_padding_awareness_and_none_with_it(
 def test_a_row_that_is_not_norm_or_norm_pa_is_refused():
     with pytest.raises(argparse.ArgumentTypeError, match="'frn:padded' is not NORM or NORM:pa"):
         batch_leak.parse_row("frn:padded", {})
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rows", "frn:padded"], "'frn:padded' is not NORM or NORM:pa"),
+        (["--rows", "xyz"], "config configs/Shapes/mask_rcnn_R_18_FPN_xyz.yaml"),
+        (["--weights", "frn"], "--weights 'frn' is not NORM=PATH"),
+        (["--weights", "frn=/no/such.pth"], "/no/such.pth is not a file"),
+        (["--json", "/no/such/dir/x.json"], "folder /no/such/dir does not exist"),
+    ],
+)
+def test_bad_flags_exit_with_status_2_naming_them(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        batch_leak.main(argv)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
