@@ -1,5 +1,7 @@
 # FRN+TLU counterpart of detectron2's new_baselines/mask_rcnn_R_101_FPN_400ep_LSJ.py.
 # ruff: noqa: F401  (a lazy config passes on the sections it imports)
+from frn_det.engine.lazy import scale_schedule
+
 from .mask_rcnn_R_101_FPN_100ep_LSJ_frn import (
     dataloader,
     lr_multiplier,
@@ -8,9 +10,4 @@ from .mask_rcnn_R_101_FPN_100ep_LSJ_frn import (
     train,
 )
 
-train.max_iter *= 4  # 100ep -> 400ep
-
-lr_multiplier.scheduler.milestones = [
-    milestone * 4 for milestone in lr_multiplier.scheduler.milestones
-]
-lr_multiplier.scheduler.num_updates = train.max_iter
+scale_schedule(train, lr_multiplier, epochs=(100, 400))

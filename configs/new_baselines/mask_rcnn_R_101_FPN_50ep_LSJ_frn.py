@@ -2,6 +2,8 @@
 # (detectron2 ships no R-101 50ep file: this one halves the R-101 100ep schedule as
 # detectron2's R-50 50ep file halves R-50's).
 # ruff: noqa: F401  (a lazy config passes on the sections it imports)
+from frn_det.engine.lazy import scale_schedule
+
 from .mask_rcnn_R_101_FPN_100ep_LSJ_frn import (
     dataloader,
     lr_multiplier,
@@ -10,9 +12,4 @@ from .mask_rcnn_R_101_FPN_100ep_LSJ_frn import (
     train,
 )
 
-train.max_iter //= 2  # 100ep -> 50ep
-
-lr_multiplier.scheduler.milestones = [
-    milestone // 2 for milestone in lr_multiplier.scheduler.milestones
-]
-lr_multiplier.scheduler.num_updates = train.max_iter
+scale_schedule(train, lr_multiplier, epochs=(100, 50))

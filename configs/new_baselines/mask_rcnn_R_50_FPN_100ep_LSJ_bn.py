@@ -3,22 +3,14 @@
 # per-GPU batch statistics (not synchronised) in the ResNet, FPN, box head and mask head
 # instead of SyncBN: what a run gets when nothing syncs its BN, the small-batch regime FRN
 # is meant for. Everything else is detectron2's file; state_dict keys are detectron2's.
-from detectron2.model_zoo import get_config
+from frn_det.engine.lazy import frn_det_counterpart
 
-from frn_det.engine.lazy import frn_det_components, frn_det_optimizer
-from frn_det.evaluation import FRNCOCOEvaluator
-
-_stock = get_config("new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py")
-dataloader = _stock.dataloader
-# detectron2's COCOEvaluator with frn-det's COCOeval choice (backend "auto": faster-coco-eval
-# when installed, else pycocotools; the same AP): without detectron2's compiled ops its own
-# evaluator runs pycocotools' pure-Python COCOeval.
-dataloader.evaluator._target_ = FRNCOCOEvaluator
-lr_multiplier = _stock.lr_multiplier
-train = _stock.train
-optimizer = frn_det_optimizer(_stock.optimizer)
-# frn-det's components build detectron2's modules for BN; any norm key can then be "FRN".
-model = frn_det_components(_stock.model)
+# detectron2's file with frn-det's components (which build detectron2's modules for
+# detectron2's norms), optimizer parameter groups (FRN's gamma, beta and tau get
+# weight_decay_norm, as BN's do) and COCO evaluator; then only the norms change.
+dataloader, lr_multiplier, train, optimizer, model = frn_det_counterpart(
+    "new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py"
+)
 
 # fmt: off
 model.backbone.bottom_up.stem.norm = \

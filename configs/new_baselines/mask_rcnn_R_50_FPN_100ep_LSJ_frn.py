@@ -8,23 +8,15 @@
 # projection shortcuts, the FPN), a TLU after each residual addition, and FRN's form of
 # the activation after the box head's fc (see frn_det.modeling.box_head).
 from detectron2.config import LazyCall as L
-from detectron2.model_zoo import get_config
 
-from frn_det.engine.lazy import frn_det_components, frn_det_optimizer, slot_norm
-from frn_det.evaluation import FRNCOCOEvaluator
+from frn_det.engine.lazy import frn_det_counterpart, slot_norm
 
-_stock = get_config("new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py")
-dataloader = _stock.dataloader
-# detectron2's COCOEvaluator with frn-det's COCOeval choice (backend "auto": faster-coco-eval
-# when installed, else pycocotools; the same AP): without detectron2's compiled ops its own
-# evaluator runs pycocotools' pure-Python COCOeval.
-dataloader.evaluator._target_ = FRNCOCOEvaluator
-lr_multiplier = _stock.lr_multiplier
-train = _stock.train
-# FRN's gamma, beta and tau get weight_decay_norm (0.0), as BN's do in detectron2's file.
-optimizer = frn_det_optimizer(_stock.optimizer)
-# Same arguments, frn-det's slot-built stem, blocks, box head and mask head.
-model = frn_det_components(_stock.model)
+# detectron2's file with frn-det's components (which build detectron2's modules for
+# detectron2's norms), optimizer parameter groups (FRN's gamma, beta and tau get
+# weight_decay_norm, as BN's do) and COCO evaluator; then only the norms change.
+dataloader, lr_multiplier, train, optimizer, model = frn_det_counterpart(
+    "new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py"
+)
 
 # fmt: off
 model.backbone.bottom_up.stem.norm = \

@@ -1,6 +1,8 @@
 # FRN+TLU counterpart of detectron2's new_baselines/mask_rcnn_R_50_FPN_50ep_LSJ.py: the
 # 100-epoch file's model with the schedule changed as detectron2 changes it.
 # ruff: noqa: F401  (a lazy config passes on the sections it imports)
+from frn_det.engine.lazy import scale_schedule
+
 from .mask_rcnn_R_50_FPN_100ep_LSJ_frn import (
     dataloader,
     lr_multiplier,
@@ -9,9 +11,4 @@ from .mask_rcnn_R_50_FPN_100ep_LSJ_frn import (
     train,
 )
 
-train.max_iter //= 2  # 100ep -> 50ep
-
-lr_multiplier.scheduler.milestones = [
-    milestone // 2 for milestone in lr_multiplier.scheduler.milestones
-]
-lr_multiplier.scheduler.num_updates = train.max_iter
+scale_schedule(train, lr_multiplier, epochs=(100, 50))

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from detectron2 import model_zoo
 from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.config import LazyCall as L
 from detectron2.engine import default_argument_parser, default_setup, hooks
@@ -48,6 +49,7 @@ from torch import nn
 # Imported for their registrations: the embedded datasets.
 import frn_det.data  # noqa: F401
 from frn_det.checkpoint import FRNCheckpointer, NonFiniteCheckpointError
+from frn_det.evaluation import FRNCOCOEvaluator
 from frn_det.layers import get_norm_act, registered_norms, set_frn_impl
 from frn_det.modeling import (
     FRNBasicBlock,
@@ -240,6 +242,36 @@ def padding_aware(model: DictConfig) -> DictConfig:
             "give the FPN a registered norm name or L(slot_norm)(norm=...)"
         )
     return model
+
+
+def frn_det_counterpart(stock_config: str) -> tuple[DictConfig, ...]:
+    """The sections of detectron2's lazy config ``stock_config`` (a model-zoo path such as
+    "new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py") made frn-det's, norms untouched:
+    ``frn_det_components`` for the model, ``frn_det_optimizer`` for the optimizer, and
+    ``FRNCOCOEvaluator`` (detectron2's COCOEvaluator with frn-det's COCOeval choice: without
+    detectron2's compiled ops its own evaluator runs pycocotools' pure-Python COCOeval; the
+    same AP). Returns ``(dataloader, lr_multiplier, train, optimizer, model)``."""
+    stock = model_zoo.get_config(stock_config)
+    stock.dataloader.evaluator._target_ = FRNCOCOEvaluator
+    return (
+        stock.dataloader,
+        stock.lr_multiplier,
+        stock.train,
+        frn_det_optimizer(stock.optimizer),
+        frn_det_components(stock.model),
+    )
+
+
+def scale_schedule(train: DictConfig, lr_multiplier: DictConfig, epochs: tuple[int, int]) -> None:
+    """Turn a new_baselines schedule of ``epochs[0]`` epochs into one of ``epochs[1]``, in
+    place, as detectron2's own 50/200/400-epoch files change its 100-epoch one:
+    ``train.max_iter`` and the LR milestones scale (rounded down), the scheduler's
+    ``num_updates`` follows ``max_iter``; warm-up, a fraction of the run, is left as it is."""
+    old, new = epochs
+    train.max_iter = train.max_iter * new // old
+    scheduler = lr_multiplier.scheduler
+    scheduler.milestones = [milestone * new // old for milestone in scheduler.milestones]
+    scheduler.num_updates = train.max_iter
 
 
 def frn_det_optimizer(optimizer: DictConfig) -> DictConfig:
