@@ -31,6 +31,11 @@ def add_frn_config(cfg: CN) -> CN:
         for (16, detectron2's model-zoo batch).
     SOLVER.AMP.PRECISION: autocast dtype when SOLVER.AMP.ENABLED: "auto" (float16 with
         gradient scaling on CUDA, bfloat16 on the CPU), "float16" or "bfloat16".
+    TEST.PRECISE_BN.FINAL_ONLY: recompute the BN statistics once, after the last
+        iteration, instead of before every evaluation (detectron2's); the evaluations
+        during training then use the running statistics.
+    TEST.PRECISE_BN.EVAL_RUNNING: after the last iteration, evaluate with the running
+        statistics first (results ``running_stats/bbox/AP`` ...), so a run reports both.
     TEST.COCOEVAL_BACKEND: COCO evaluation backend: "auto" (faster-coco-eval when
         installed, else pycocotools), "faster" or "pycocotools".
     """
@@ -48,6 +53,8 @@ def add_frn_config(cfg: CN) -> CN:
     cfg.SOLVER.setdefault("IMS_PER_GPU", 0)
     cfg.SOLVER.setdefault("REFERENCE_WORLD_BATCH", 16)
     cfg.SOLVER.AMP.setdefault("PRECISION", "auto")
+    cfg.TEST.PRECISE_BN.setdefault("FINAL_ONLY", False)
+    cfg.TEST.PRECISE_BN.setdefault("EVAL_RUNNING", False)
     cfg.TEST.setdefault("COCOEVAL_BACKEND", "auto")
     return cfg
 

@@ -109,6 +109,9 @@ class RunRecord:
             "iterations": self.state.max_iter,
             "box_AP": results.get("bbox/AP"),
             "mask_AP": results.get("segm/AP"),
+            # With TEST.PRECISE_BN.EVAL_RUNNING: the same model with its running statistics.
+            "box_AP_running": results.get("running_stats/bbox/AP"),
+            "mask_AP_running": results.get("running_stats/segm/AP"),
             "config": self.key.config_stem,
             "ims_per_gpu": self.key.ims_per_gpu,
             "num_gpus": self.num_gpus,

@@ -25,6 +25,7 @@ from detectron2.data import (
 from detectron2.data.detection_utils import check_metadata_consistency
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.evaluation import DatasetEvaluator
+from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.layers import NaiveSyncBatchNorm
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
@@ -475,6 +476,49 @@ class SyncedPreciseBN(hooks.PreciseBN):
                 stat /= world_size
 
 
+RUNNING_STATS_PREFIX = "running_stats/"
+
+
+class RunningStatsEvaluation(hooks.HookBase):
+    """After the last iteration, evaluate the model with its running BN statistics and put
+    the results in the event storage as ``running_stats/<task>/<metric>`` (metrics.json,
+    hence the sweep's results), before the precise-BN hook after it replaces them.
+
+    TEST.PRECISE_BN.EVAL_RUNNING turns it on, so that a BN run reports both: what the
+    statistics training kept say, and what recomputed ones say.
+    """
+
+    def __init__(self, evaluate: Any) -> None:
+        self._evaluate = evaluate
+        self._scalars: dict[str, float] = {}
+
+    def after_train(self) -> None:
+        # Stored with the final evaluation's record (detectron2 runs it in after_train, at
+        # iteration max_iter), so metrics.json has both in one line.
+        if self._scalars:
+            self.trainer.storage.put_scalars(**self._scalars, smoothing_hint=False)
+
+    def after_step(self) -> None:
+        if self.trainer.iter + 1 != self.trainer.max_iter:
+            return
+        results = self._evaluate()
+        comm.synchronize()
+        if not results:
+            return
+        flat = flatten_results_dict(results)
+        scalars = {}
+        for key, value in flat.items():
+            try:
+                scalars[RUNNING_STATS_PREFIX + key] = float(value)
+            except (TypeError, ValueError):
+                continue
+        self._scalars = scalars
+        logger.info(
+            "Evaluated with the running BN statistics (before precise BN): %s",
+            {k: round(v, 3) for k, v in scalars.items() if k.endswith("/AP")},
+        )
+
+
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` for frn-det experiments.
 
@@ -593,18 +637,23 @@ class Trainer(DefaultTrainer):
         )
 
     def build_hooks(self) -> list[hooks.HookBase]:
-        """DefaultTrainer's hooks, with ``SyncedPreciseBN`` for TEST.PRECISE_BN and, before
+        """DefaultTrainer's hooks, with ``SyncedPreciseBN`` for TEST.PRECISE_BN (only after
+        the last iteration with TEST.PRECISE_BN.FINAL_ONLY; preceded by
+        ``RunningStatsEvaluation`` with TEST.PRECISE_BN.EVAL_RUNNING) and, before
         the ``PeriodicWriter``, ``FRNStatsHook``: FRN's tau and learned eps statistics
         (``frn/*`` in metrics.json and TensorBoard; nothing for models without FRN)."""
         # frn_det.visualization imports this module (its drawing builds models with Trainer)
         from frn_det.visualization.frn_stats import FRNStatsHook
 
         built = super().build_hooks()
+        precise = self.cfg.TEST.PRECISE_BN
         for i, hook in enumerate(built):
             if type(hook) is hooks.PreciseBN and not getattr(hook, "_disabled", False):
-                built[i] = SyncedPreciseBN(
-                    hook._period, hook._model, hook._data_loader, hook._num_iter
-                )
+                period = 0 if precise.FINAL_ONLY else hook._period
+                built[i] = SyncedPreciseBN(period, hook._model, hook._data_loader, hook._num_iter)
+                if precise.EVAL_RUNNING:
+                    built.insert(i, RunningStatsEvaluation(lambda: self.test(self.cfg, self.model)))
+                break
         writer = next((i for i, h in enumerate(built) if isinstance(h, hooks.PeriodicWriter)), None)
         stats = FRNStatsHook(period=20)
         if writer is None:
