@@ -1,4 +1,4 @@
-"""frn_det.model_zoo and tools/eval_zoo.py: the catalog, its SHA-256 checks, the eval-only
+"""frn_det_tools.model_zoo and tools/eval_zoo.py: the catalog, its SHA-256 checks, the eval-only
 path, MODEL_ZOO.md and the sweep-to-rows command. Everything runs on local files."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 import frn_det.engine.cli
-from frn_det import model_zoo
 from frn_det.engine import argument_parser, build_config
-from frn_det.model_zoo import CATALOG, ChecksumMismatchError, ZooEntry
+from frn_det_tools import model_zoo
+from frn_det_tools.model_zoo import CATALOG, ChecksumMismatchError, ZooEntry
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES_FRN = "configs/Shapes/mask_rcnn_R_18_FPN_frn.yaml"

@@ -6,7 +6,7 @@
 
 One row per norm (":pa" = MODEL.PADDING_AWARE_NORM True), one column per FPN level: the
 relative L2 change of image A's features over its valid region, alone vs batched with B.
-The logic is in frn_det.batch_leak.
+The logic is in frn_det_tools.batch_leak.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 # Run from a checkout without installing frn-det: make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from frn_det.batch_leak import main  # noqa: E402
+from frn_det_tools.batch_leak import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """COCO evaluation time of faster-coco-eval against pycocotools' COCOeval, on the same data.
 
-Builds a synthetic COCO-sized ground truth and detector output (frn_det.evaluation.synthetic:
+Builds a synthetic COCO-sized ground truth and detector output (frn_det_tools.synthetic:
 by default 5,000 images, ~7 objects each in 80 categories, 100 detections per image), writes
 both as json files, then runs each backend in turn in this process: loading (``COCO(gt)``
 and ``loadRes(results)``, json parsing included) and evaluation (evaluate + accumulate +
@@ -33,8 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from frn_det.benchmark import check_common_args  # noqa: E402
-from frn_det.evaluation.synthetic import IOU_TYPES, make_synthetic_coco  # noqa: E402
+from frn_det_tools.benchmark import check_common_args  # noqa: E402
+from frn_det_tools.synthetic import IOU_TYPES, make_synthetic_coco  # noqa: E402
 
 DEFAULT_IMAGES = {"bbox": 5000, "segm": 500}
 TARGET_SPEEDUP = 3.0

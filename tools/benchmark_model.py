@@ -2,7 +2,7 @@
 """Training speed and memory of Mask R-CNN R-50-FPN with BN, GN, SyncBN and FRN, side by side.
 
 Builds one model per norm from configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x_{norm}
-.yaml (no weights, same seed, the same network otherwise: see ``frn_det.benchmark``), trains
+.yaml (no weights, same seed, the same network otherwise: see ``frn_det_tools.benchmark``), trains
 them in turns on one fixed synthetic batch, and reports the median seconds per full training
 iteration after warm-up, the first iteration (which compiles FRN's kernels) apart, the bytes
 saved for backward and the peak memory of an iteration. Prints a Markdown table; ``--json``
@@ -28,7 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from frn_det.benchmark import (  # noqa: E402
+from frn_det.layers.frn import FRN_IMPLS  # noqa: E402
+from frn_det_tools.benchmark import (  # noqa: E402
     DEFAULT_CONFIG,
     NORMS,
     SAME_NETWORK_OPTS,
@@ -40,7 +41,6 @@ from frn_det.benchmark import (  # noqa: E402
     run_benchmark,
     target_summary,
 )
-from frn_det.layers.frn import FRN_IMPLS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -30,7 +30,6 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from frn_det.benchmark import check_common_args  # noqa: E402
 from frn_det.layers import padding  # noqa: E402
 from frn_det.layers.evonorm import (  # noqa: E402
     EvoNormB0,
@@ -44,6 +43,7 @@ from frn_det.layers.frn import (  # noqa: E402
     PaddingAwareFilterResponseNorm2d,
     frn_impl,
 )
+from frn_det_tools.benchmark import check_common_args  # noqa: E402
 
 SHAPES: dict[str, tuple[int, ...]] = {
     "stem": (2, 64, 400, 608),

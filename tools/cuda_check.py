@@ -5,7 +5,7 @@
     python tools/cuda_check.py --dry-run     # the steps, their commands and limits
     python tools/cuda_check.py --cpu-smoke --out /tmp/cuda --work /tmp/cuda-work
 
-The logic is in frn_det.cuda_check (its docstring lists the steps and exit statuses).
+The logic is in frn_det_tools.cuda_check (its docstring lists the steps and exit statuses).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Run from a checkout without installing frn-det: make the repository importable.
 sys.path.insert(0, str(REPO))
 
-from frn_det.cuda_check import main  # noqa: E402
+from frn_det_tools.cuda_check import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(repo=REPO))

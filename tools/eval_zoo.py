@@ -8,7 +8,7 @@
 Fetches the catalog's checkpoint (downloads are cached; --weights takes a local copy),
 refuses a file whose SHA-256 differs from the one the catalog records, then runs
 tools/train_net.py --eval-only with the entry's config and MODEL.WEIGHTS. The logic is in
-frn_det.model_zoo.
+frn_det_tools.model_zoo.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 # Run from a checkout without installing frn-det: make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from frn_det.model_zoo import eval_main  # noqa: E402
+from frn_det_tools.model_zoo import eval_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(eval_main())

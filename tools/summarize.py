@@ -5,7 +5,7 @@
 
 Writes summary.md, summary.csv, summary.json, ap_vs_ims_per_gpu.png and, per run,
 curves/<config stem>/<norm>_ipg<N>_seed<S>.png (total loss and AP over iterations) into
-DIR (default: OUTPUT/summary). The logic is in frn_det.summarize.
+DIR (default: OUTPUT/summary). The logic is in frn_det_tools.summarize.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 # Run from a checkout without installing frn-det: make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from frn_det.summarize import main  # noqa: E402
+from frn_det_tools.summarize import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@
 One train_net process per run, in OUTPUT/<config stem>/<norm>/ipg<N>/seed<S>/; finished
 runs are skipped and interrupted ones resumed when the command is repeated. Then
 ``tools/summarize.py OUTPUT`` tabulates and plots the results. The logic is in
-frn_det.sweep.
+frn_det_tools.sweep.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 # Run from a checkout without installing frn-det: make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from frn_det.sweep import main  # noqa: E402
+from frn_det_tools.sweep import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

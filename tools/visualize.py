@@ -7,7 +7,7 @@
 
 Writes a PNG per image and checkpoint and sheet.png (all checkpoints side by side) into
 --output (default: RUN/predictions for one run folder, else output/visualize). The logic
-is in frn_det.visualization.
+is in frn_det_tools.visualization.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 # Run from a checkout without installing frn-det: make the repository importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from frn_det.visualization.predictions import main  # noqa: E402
+from frn_det_tools.visualization import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -45,6 +45,7 @@ from frn_det.layers import set_frn_impl
 from frn_det.solver import build_optimizer
 
 from .batch import apply_ims_per_gpu
+from .hooks import FRNStatsHook
 from .launch import create_ddp_model, resolve_device
 from .validation import AMP_PRECISIONS, check_frn_keys
 
@@ -642,9 +643,6 @@ class Trainer(DefaultTrainer):
         ``RunningStatsEvaluation`` with TEST.PRECISE_BN.EVAL_RUNNING) and, before
         the ``PeriodicWriter``, ``FRNStatsHook``: FRN's tau and learned eps statistics
         (``frn/*`` in metrics.json and TensorBoard; nothing for models without FRN)."""
-        # frn_det.visualization imports this module (its drawing builds models with Trainer)
-        from frn_det.visualization.frn_stats import FRNStatsHook
-
         built = super().build_hooks()
         precise = self.cfg.TEST.PRECISE_BN
         for i, hook in enumerate(built):

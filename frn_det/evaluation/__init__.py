@@ -1,7 +1,5 @@
 """COCO evaluation for frn-det: detectron2's COCOEvaluator with faster-coco-eval as its
 COCOeval when installed, and pycocotools' official COCOeval on request (see ``coco``).
-
-``synthetic`` builds COCO-sized test data for checking and timing the backends.
 """
 
 from .coco import (

@@ -21,7 +21,7 @@ from frn_det.evaluation import (
     evaluate_predictions_on_coco,
     faster_coco_eval_available,
 )
-from frn_det.evaluation.synthetic import SyntheticCOCO, make_synthetic_coco
+from frn_det_tools.synthetic import SyntheticCOCO, make_synthetic_coco
 
 TOL = 1e-4
 TINY_DATASET = "frn_eval_tiny_synthetic"

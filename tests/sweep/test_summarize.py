@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from frn_det.summarize import (
+from frn_det_tools.summarize import (
     collect_runs,
     group_points,
     main,
@@ -17,7 +17,7 @@ from frn_det.summarize import (
     summarize,
     training_curves_figure,
 )
-from frn_det.sweep import metrics_by_iteration, read_metrics
+from frn_det_tools.sweep import metrics_by_iteration, read_metrics
 
 
 def _valid_png(path):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from frn_det.summarize import summarize
-from frn_det.sweep import (
+from frn_det_tools.summarize import summarize
+from frn_det_tools.sweep import (
     SweepError,
     config_stem,
     expand_grid,
@@ -364,7 +364,7 @@ def test_a_schedule_typed_for_the_sweep_is_rescaled_from_the_configs_reference_b
     runs = _grid(tmp_path, norms=["gn"], ims_per_gpu=[1, 8], opts=["SOLVER.MAX_ITER", "400"])
     # the Shapes configs' schedule is written for 4 images
     assert all(r.opts[-2:] == ("SOLVER.REFERENCE_WORLD_BATCH", "4") for r in runs)
-    from frn_det.sweep import plan_schedule
+    from frn_det_tools.sweep import plan_schedule
 
     assert [plan_schedule(r).max_iter for r in runs] == [1600, 200]
     typed = _grid(
@@ -390,7 +390,7 @@ def test_a_config_value_out_of_its_range_ends_the_sweep_in_one_line_with_status_
 
 
 def test_done_json_is_strict_json_even_for_a_nan_ap(tmp_path):
-    from frn_det.sweep import _write_json
+    from frn_det_tools.sweep import _write_json
 
     path = tmp_path / "DONE.json"
     _write_json(path, {"results": {"bbox": {"AP": float("nan"), "AP50": 1.5}}})
@@ -403,7 +403,7 @@ def test_done_json_is_strict_json_even_for_a_nan_ap(tmp_path):
 
 
 def test_the_fixed_batch_design_splits_one_total_batch_and_schedule_into_processes(tmp_path):
-    from frn_det.sweep import plan_schedule
+    from frn_det_tools.sweep import plan_schedule
 
     runs = _grid(tmp_path, norms=["gn", "frn_pa"], ims_per_gpu=[1, 2, 4, 8], total_batch=8)
     assert [(r.norm, r.ims_per_gpu, r.num_gpus) for r in runs] == [
@@ -436,7 +436,7 @@ def test_a_total_batch_the_images_per_gpu_do_not_divide_or_with_process_counts_i
 def test_run_records_name_the_design_and_padding_awareness(tmp_path, fake_runner):
     runs = _grid(tmp_path, norms=["gn_pa"], ims_per_gpu=[2], total_batch=4)
     run_sweep(runs, fake_runner(), progress_seconds=0)
-    from frn_det.summarize import collect_runs
+    from frn_det_tools.summarize import collect_runs
 
     (record,) = collect_runs(tmp_path)
     row = record.to_json()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from frn_det import batch_leak
+from frn_det_tools import batch_leak
 
 
 def test_batch_leak_reports_a_change_without_padding_awareness_and_none_with_it(

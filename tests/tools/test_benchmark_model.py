@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from frn_det.benchmark import BenchSpec, add_ratios, markdown, rss_worker
+from frn_det_tools.benchmark import BenchSpec, add_ratios, markdown, rss_worker
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tools" / "benchmark_model.py"
@@ -90,7 +90,7 @@ def test_one_run_prints_the_table_and_writes_json_with_ratios_from_the_measured_
 
 
 def test_peak_rss_of_an_iteration_is_the_rise_of_the_high_water_mark(benchmark_model):
-    # rss_worker is what each fresh `python -m frn_det.benchmark` process runs; here it runs
+    # rss_worker is what each fresh `python -m frn_det_tools.benchmark` process runs; here it runs
     # in the test's process (it only resets this process's VmHWM) to keep the test short.
     args = benchmark_model.parse_args(TINY + ["--norms", "GN"] + SMALL)
     memory = rss_worker(benchmark_model.spec_from_args(args), "GN", "GN")
@@ -105,7 +105,7 @@ def test_cpu_spec_rows_name_each_frn_implementation_when_several_are_compared():
 
 
 def test_a_ragged_batch_of_a_given_width_is_padded_and_padding_aware_rows_compare_with_plain():
-    from frn_det.benchmark import build_batch
+    from frn_det_tools.benchmark import build_batch
 
     batch = build_batch(64, 3, 2, num_classes=4, device="cpu", ragged=True, full_width=96)
     assert [tuple(item["image"].shape[1:]) for item in batch] == [(64, 96), (64, 84), (64, 72)]

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from frn_det import cuda_check
-from frn_det.cuda_check import (
+from frn_det_tools import cuda_check
+from frn_det_tools.cuda_check import (
     CPU_SMOKE,
     GPU,
     Check,
@@ -184,7 +184,7 @@ def test_the_pytest_step_keeps_only_tests_that_skip_without_cuda(tmp_path):
     )
     report_path = tmp_path / "report.json"
     done = subprocess.run(
-        [sys.executable, "-m", "frn_det.cuda_check", "pytest", "--json", str(report_path),
+        [sys.executable, "-m", "frn_det_tools.cuda_check", "pytest", "--json", str(report_path),
          "--must-run", "--", str(test_file)],
         capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120,
     )

@@ -1,4 +1,4 @@
-"""tools/visualize.py and frn_det.visualization: predictions and ground truth drawn where the
+"""tools/visualize.py and frn_det_tools.visualization: predictions and ground truth drawn where the
 objects are, per-image PNGs and contact sheets of the expected size, FRN statistics as
 training scalars."""
 
@@ -25,16 +25,16 @@ from pycocotools import mask as mask_util
 from frn_det.data import SHAPES_CLASSES, register_shapes_datasets
 from frn_det.data.shapes import generate_shapes_dataset
 from frn_det.engine import Trainer, argument_parser, build_config
+from frn_det.engine.hooks import FRNStatsHook, frn_parameter_stats
 from frn_det.layers import TLU, FilterResponseNorm1d, FilterResponseNorm2d, set_frn_impl
-from frn_det.visualization import (
-    FRNStatsHook,
+from frn_det_tools.visualization import (
+    GAP,
     checkpoint_from_run,
     draw_ground_truth,
     draw_predictions,
-    frn_parameter_stats,
+    main,
     visualize,
 )
-from frn_det.visualization.predictions import GAP, main
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPES_CONFIG = REPO / "configs" / "Shapes" / "mask_rcnn_R_18_FPN_frn.yaml"

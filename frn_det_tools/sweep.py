@@ -95,7 +95,8 @@ CANONICAL_NORMS = ("bn", "syncbn", "gn", "frn")
 # The sweep sets these per run; an override among the KEY VALUE options would silently
 # break the folder layout or the grid.
 RESERVED_KEYS = ("SEED", "OUTPUT_DIR", "SOLVER.IMS_PER_GPU")
-TRAIN_NET = Path(__file__).resolve().parents[1] / "tools" / "train_net.py"
+# A run's command starts train_net as a module, so it works from an installed frn-det too.
+TRAIN_NET = ("-m", "frn_det.train_net")
 
 RUN_FILE = "RUN.json"
 DONE_FILE = "DONE.json"
@@ -938,7 +939,7 @@ def run_sweep(
     runner: Runner = subprocess_runner,
     *,
     python: str = sys.executable,
-    train_net: Path = TRAIN_NET,
+    train_net: Sequence[str] = TRAIN_NET,
     echo: Callable[[str], None] = print,
     progress_seconds: float = 30.0,
     poll_seconds: float = 2.0,
@@ -960,7 +961,8 @@ def run_sweep(
         runs: from ``expand_grid``.
         runner: ``runner(command, log_path) -> exit status``; tests pass one that trains
             nothing.
-        python, train_net: the interpreter and script a run's command starts.
+        python, train_net: the interpreter and its arguments before the run's own
+            (default ``-m frn_det.train_net``: tools/train_net.py's command line).
         echo: where progress lines go (called from a second thread while a run trains).
         progress_seconds: the least time between two progress lines of a run.
         poll_seconds: how often metrics.json is read while a run trains.
@@ -1002,7 +1004,7 @@ def run_sweep(
             continue
         resume = state.checkpoint_iter is not None
         start_iter = state.checkpoint_iter or 0
-        command = [python, os.fspath(train_net), *run.train_net_args(resume=resume)]
+        command = [python, *train_net, *run.train_net_args(resume=resume)]
         echo(f"{where}: {_action(state, schedule)}; log: {run.output_dir / LOG_FILE}")
         # While the run retrains it is unfinished, not failed; a new failure writes it again.
         (run.output_dir / FAILED_FILE).unlink(missing_ok=True)

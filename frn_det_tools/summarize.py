@@ -26,7 +26,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
-from frn_det.sweep import (
+from frn_det_tools.sweep import (
     METRICS_FILE,
     RunKey,
     RunState,
@@ -374,7 +374,7 @@ def training_curves_figure(
     by_iteration: Mapping[int, Mapping[str, Any]], title: str = "", max_iter: int | None = None
 ) -> Figure:
     """The figure ``plot_training_curves`` saves, from metrics.json records merged per
-    iteration (``frn_det.sweep.metrics_by_iteration``): total loss (and each ``loss_*``
+    iteration (``frn_det_tools.sweep.metrics_by_iteration``): total loss (and each ``loss_*``
     term, thin) over iterations on the left, box and mask AP at each evaluation on the
     right, on one iteration axis from 0 to ``max_iter`` (else the last iteration logged).
     Curves of up to MARKER_POINTS points get markers; AP points are labelled with their

@@ -24,9 +24,9 @@ from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 from tabulate import tabulate
 
-from .checkpoint import FRNCheckpointer
-from .config import add_frn_config
-from .layers.padding import padding_scope
+from frn_det.checkpoint import FRNCheckpointer
+from frn_det.config import add_frn_config
+from frn_det.layers.padding import padding_scope
 
 __all__ = ["Row", "feature_change", "main", "measure"]
 

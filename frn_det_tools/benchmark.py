@@ -15,7 +15,7 @@ Memory, two ways:
 - peak: on CUDA ``torch.cuda.max_memory_allocated`` during one iteration above what was
   allocated before it. On the CPU the rise of the peak resident set (VmHWM, reset through
   /proc/self/clear_refs) during one iteration above the resident set before it, measured
-  in a fresh process per norm (``python -m frn_det.benchmark``) with glibc's mmap threshold
+  in a fresh process per norm (``python -m frn_det_tools.benchmark``) with glibc's mmap threshold
   fixed, so freed tensors go back to the system and one norm's cached heap cannot hide
   another's allocations.
 """
@@ -388,7 +388,7 @@ def rss_worker(spec: BenchSpec, name: str, norm: str) -> dict[str, float]:
 
 
 def cpu_peak_rss(spec: BenchSpec, name: str, norm: str) -> dict[str, float]:
-    """``rss_worker`` for one row in a fresh ``python -m frn_det.benchmark`` process."""
+    """``rss_worker`` for one row in a fresh ``python -m frn_det_tools.benchmark`` process."""
     env = dict(os.environ)
     # A fixed threshold turns off glibc's adaptive one: every block >= 64 KiB is mmapped and
     # unmapped when freed, so the resident set tracks live tensors.
@@ -396,7 +396,7 @@ def cpu_peak_rss(spec: BenchSpec, name: str, norm: str) -> dict[str, float]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     payload = json.dumps({"spec": dataclasses.asdict(spec), "name": name, "norm": norm})
     done = subprocess.run(
-        [sys.executable, "-m", "frn_det.benchmark", payload],
+        [sys.executable, "-m", "frn_det_tools.benchmark", payload],
         capture_output=True,
         text=True,
         env=env,

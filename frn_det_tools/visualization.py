@@ -39,7 +39,7 @@ from frn_det.engine import (
     exit_on_bad_input,
 )
 from frn_det.engine import argument_parser as train_net_argument_parser
-from frn_det.sweep import read_state
+from frn_det_tools.sweep import read_state
 
 __all__ = [
     "Checkpoint",

@@ -291,7 +291,7 @@ def build_steps(preset: Preset, repo: Path, out: Path, work: Path) -> list[Step]
     """The run's steps, in order, for ``preset`` in the checkout ``repo``; JSON to ``out``,
     logs, datasets and training folders under ``work``."""
     py = sys.executable
-    me = [py, "-m", "frn_det.cuda_check"]
+    me = [py, "-m", "frn_det_tools.cuda_check"]
     datasets = work / "datasets"
     steps = [
         Step(
@@ -1190,7 +1190,7 @@ def bundle(dest: Path) -> list[str]:
 
 
 def _worker(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m frn_det.cuda_check")
+    parser = argparse.ArgumentParser(prog="python -m frn_det_tools.cuda_check")
     sub = parser.add_subparsers(dest="worker", required=True)
     env = sub.add_parser("environment", help="versions and the device")
     env.add_argument("--json", type=Path, required=True)

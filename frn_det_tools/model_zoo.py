@@ -9,15 +9,15 @@ Two kinds of entries:
   names its files with a short commit suffix (``model_final_dc5d9e.pkl``), not a hash, so
   no SHA-256 is recorded for them until someone has checked one.
 - frn-det's own checkpoints, trained by ``tools/sweep.py``. Their rows are written from the
-  sweep's run folders (DONE.json, model_final.pth) by ``python -m frn_det.model_zoo rows
+  sweep's run folders (DONE.json, model_final.pth) by ``python -m frn_det_tools.model_zoo rows
   OUT --write``, never by hand, with the SHA-256 of the file and the command that trains it.
 
 Commands::
 
     python tools/eval_zoo.py NAME [--num-gpus N] [--weights PATH] [KEY VALUE ...]
     python tools/eval_zoo.py --list
-    python -m frn_det.model_zoo rows OUT [OUT ...] [--url-prefix URL] [--write]
-    python -m frn_det.model_zoo markdown [--check | --write]
+    python -m frn_det_tools.model_zoo rows OUT [OUT ...] [--url-prefix URL] [--write]
+    python -m frn_det_tools.model_zoo markdown [--check | --write]
 
 MODEL_ZOO.md is generated from the catalog (``render_markdown``); the tests check that the
 two agree.
@@ -161,7 +161,7 @@ DETECTRON2_BASELINES: tuple[ZooEntry, ...] = tuple(
     )
 )
 
-# BEGIN frn-det checkpoints (written by `python -m frn_det.model_zoo rows OUT --write`)
+# BEGIN frn-det checkpoints (written by `python -m frn_det_tools.model_zoo rows OUT --write`)
 FRN_DET_CHECKPOINTS: tuple[ZooEntry, ...] = (
     ZooEntry(
         name="mask_rcnn_R_18_FPN_bn_ipg1_seed0",
@@ -908,7 +908,7 @@ def _train_time(done: Mapping[str, Any], device: str) -> str | None:
 
 
 def _ap(results: Mapping[str, Any], metric: str) -> float | None:
-    from frn_det.summarize import metric_value
+    from frn_det_tools.summarize import metric_value
 
     value = metric_value(results, metric)
     if value is None or math.isnan(value):
@@ -917,7 +917,7 @@ def _ap(results: Mapping[str, Any], metric: str) -> float | None:
 
 
 def _template(config: str, norm: str, stem: str) -> str:
-    from frn_det.sweep import config_stem
+    from frn_det_tools.sweep import config_stem
 
     folder, _, file_name = config.rpartition("/")
     at = file_name.rfind(norm)
@@ -953,7 +953,7 @@ def entry_from_run(folder: str | os.PathLike, url_prefix: str | None = None) -> 
     Raises:
         ModelZooError: naming the folder and what it lacks.
     """
-    from frn_det.sweep import DONE_FILE, FINAL_MODEL
+    from frn_det_tools.sweep import DONE_FILE, FINAL_MODEL
 
     folder = Path(folder)
     done_file, model = folder / DONE_FILE, folder / FINAL_MODEL
@@ -1025,7 +1025,7 @@ def entries_from_sweeps(
     Raises:
         ModelZooError: for a folder that does not exist, or two runs with one name.
     """
-    from frn_det.sweep import DONE_FILE, find_runs
+    from frn_det_tools.sweep import DONE_FILE, find_runs
 
     entries: dict[str, tuple[ZooEntry, Path]] = {}
     skipped = []
@@ -1064,8 +1064,8 @@ def markdown_rows(entries: Iterable[ZooEntry]) -> list[str]:
 _INTRO = """\
 # frn-det model zoo
 
-<!-- Generated from the catalog in frn_det/model_zoo.py by
-`python -m frn_det.model_zoo markdown --write`; edit the catalog, not this file.
+<!-- Generated from the catalog in frn_det_tools/model_zoo.py by
+`python -m frn_det_tools.model_zoo markdown --write`; edit the catalog, not this file.
 tests/test_model_zoo.py checks that the two agree. -->
 
 Every checkpoint listed here is evaluated by one command:
@@ -1111,7 +1111,7 @@ and the SHA-256 of its model_final.pth. Fill or update them with:
 ```bash
 python tools/sweep.py --configs 'configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml' \\
     --norms bn,syncbn,gn,frn --norm-gpus syncbn=2 --ims-per-gpu 1,2,4,8 --output output/zoo
-python -m frn_det.model_zoo rows output/zoo --write
+python -m frn_det_tools.model_zoo rows output/zoo --write
 ```
 
 `rows OUT` alone prints the rows and catalog entries without writing; `--url-prefix URL`
@@ -1240,9 +1240,9 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m frn_det.model_zoo``."""
+    """The command line of ``python -m frn_det_tools.model_zoo``."""
     parser = argparse.ArgumentParser(
-        prog="python -m frn_det.model_zoo",
+        prog="python -m frn_det_tools.model_zoo",
         description="Keep frn-det's model-zoo catalog and MODEL_ZOO.md in step.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1264,7 +1264,7 @@ def argument_parser() -> argparse.ArgumentParser:
     rows.add_argument(
         "--write",
         action="store_true",
-        help="also add them to the catalog in frn_det/model_zoo.py (replacing entries of the "
+        help="also add them to the catalog in frn_det_tools/model_zoo.py (replacing entries of the "
         "same name) and regenerate MODEL_ZOO.md",
     )
     markdown = sub.add_parser("markdown", help="MODEL_ZOO.md from the catalog")
@@ -1280,7 +1280,7 @@ def main(
     source: str | os.PathLike = __file__,
     markdown_path: str | os.PathLike = MODEL_ZOO_MD,
 ) -> int:
-    """``python -m frn_det.model_zoo``; returns the exit status. ``source`` and
+    """``python -m frn_det_tools.model_zoo``; returns the exit status. ``source`` and
     ``markdown_path`` are the files ``--write`` changes."""
     parser = argument_parser()
     args = parser.parse_args(argv)
@@ -1296,7 +1296,7 @@ def main(
             if current != text:
                 print(
                     f"{markdown_path} differs from the catalog; run "
-                    "python -m frn_det.model_zoo markdown --write",
+                    "python -m frn_det_tools.model_zoo markdown --write",
                     file=sys.stderr,
                 )
                 return 1
