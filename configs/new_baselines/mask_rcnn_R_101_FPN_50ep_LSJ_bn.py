@@ -1,6 +1,5 @@
-# BN counterpart of detectron2's new_baselines/mask_rcnn_R_101_FPN_50ep_LSJ.py
-# (detectron2 ships no R-101 50ep file: this one halves the R-101 100ep schedule as
-# detectron2's R-50 50ep file halves R-50's).
+# BN counterpart of detectron2's new_baselines/mask_rcnn_R_101_FPN_50ep_LSJ.py, which
+# detectron2 lacks: its R-101 100ep schedule halved, as its R-50 50ep file halves R-50's.
 # ruff: noqa: F401  (a lazy config passes on the sections it imports)
 from frn_det.engine.lazy import scale_schedule
 

@@ -1,13 +1,8 @@
-# BN counterpart of detectron2's new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py (from
-# scratch, large-scale jitter at 1024, total batch 64, 100 COCO epochs). Trainable BN with
-# per-GPU batch statistics (not synchronised) in the ResNet, FPN, box head and mask head
-# instead of SyncBN: what a run gets when nothing syncs its BN, the small-batch regime FRN
-# is meant for. Everything else is detectron2's file; state_dict keys are detectron2's.
+# BN counterpart of detectron2's new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py: per-GPU BN
+# instead of its SyncBN in the ResNet, FPN and heads (the small-batch regime FRN is for).
 from frn_det.engine.lazy import frn_det_counterpart
 
-# detectron2's file with frn-det's components (which build detectron2's modules for
-# detectron2's norms), optimizer parameter groups (FRN's gamma, beta and tau get
-# weight_decay_norm, as BN's do) and COCO evaluator; then only the norms change.
+# detectron2's file with frn-det's components, optimizer groups and evaluator (docs/configs.md).
 dataloader, lr_multiplier, train, optimizer, model = frn_det_counterpart(
     "new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py"
 )
