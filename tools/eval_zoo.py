@@ -8,18 +8,14 @@
 Fetches the catalog's checkpoint (downloads are cached; --weights takes a local copy),
 refuses a file whose SHA-256 differs from the one the catalog records, then runs
 tools/train_net.py --eval-only with the entry's config and MODEL.WEIGHTS. The logic is in
-frn_det_tools.model_zoo.
+frn_det_tools.eval_zoo (the catalog in frn_det.model_zoo).
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-# Run from a checkout without installing frn-det: make the repository importable.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from frn_det_tools.model_zoo import eval_main  # noqa: E402
+from frn_det_tools.eval_zoo import main
 
 if __name__ == "__main__":
-    sys.exit(eval_main())
+    sys.exit(main())
