@@ -1,8 +1,9 @@
-"""The names, classes and on-disk layout of frn-det's embedded shapes dataset, and its
-registration with detectron2's DatasetCatalog and MetadataCatalog.
+"""The registration of frn-det's embedded shapes dataset with detectron2's DatasetCatalog
+and MetadataCatalog (its names, classes and layout are ``frn_det.data.shapes_layout``).
 
 Registering only records where the dataset lives; nothing is generated until
-``DatasetCatalog.get("frn_shapes_train")`` (or ``..._val``) is first called.
+``DatasetCatalog.get("frn_shapes_train")`` (or ``..._val``) is first called, which runs
+the generator, ``frn_det.data.shapes``.
 """
 
 from __future__ import annotations
@@ -13,37 +14,18 @@ from pathlib import Path
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-SHAPES_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star")
-# dataset name -> split folder name
-SHAPES_SPLITS: dict[str, str] = {"frn_shapes_train": "train", "frn_shapes_val": "val"}
-SHAPES_DIRNAME = "frn_shapes"
-DEFAULT_NUM_TRAIN = 600
-DEFAULT_NUM_VAL = 100
-DEFAULT_SEED = 0
+from .shapes_layout import (
+    DEFAULT_NUM_TRAIN,
+    DEFAULT_NUM_VAL,
+    DEFAULT_SEED,
+    SHAPES_CLASSES,
+    SHAPES_SPLITS,
+    datasets_root,
+    shapes_annotation_file,
+    shapes_image_root,
+)
 
-
-def datasets_root(root: str | os.PathLike | None = None) -> Path:
-    """The folder that holds detectron2 datasets: ``root`` when given, else
-    ``$DETECTRON2_DATASETS``, else ``datasets`` relative to the working directory (the
-    same rule as detectron2's builtin datasets)."""
-    if root is None:
-        root = os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets"))
-    return Path(root)
-
-
-def shapes_dir(root: str | os.PathLike | None = None) -> Path:
-    """``<datasets root>/frn_shapes``, the folder the embedded dataset is cached in."""
-    return datasets_root(root) / SHAPES_DIRNAME
-
-
-def shapes_annotation_file(split: str, root: str | os.PathLike | None = None) -> Path:
-    """The COCO json of one split ("train" or "val")."""
-    return shapes_dir(root) / "annotations" / f"instances_{split}.json"
-
-
-def shapes_image_root(split: str, root: str | os.PathLike | None = None) -> Path:
-    """The folder of one split's PNG images ("train" or "val")."""
-    return shapes_dir(root) / split
+__all__ = ["register_shapes_datasets"]
 
 
 def register_shapes_datasets(

@@ -34,7 +34,7 @@ from detectron2.data.datasets import load_coco_json
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_util
 
-from .builtin import (
+from .shapes_layout import (
     DEFAULT_NUM_TRAIN,
     DEFAULT_NUM_VAL,
     DEFAULT_SEED,
