@@ -1,0 +1,356 @@
+"""The batch-dependence report (docs/batch_dependence/): tables, plot and curves from the run
+folders of the fixed-batch grid and of the learning-rate search before it.
+
+The grid (``tools/sweep.py --total-batch T``) trains every norm at every layout (T/N
+processes of N images) with one total batch, schedule and set of step images, so a norm's
+AP moving with N is its dependence on the per-GPU batch. What this module adds to
+``summarize``: the search's table and choice (the highest final box AP of each norm at its
+one layout), AP at each evaluation averaged over seeds (do the curves flatten?), and per
+norm the change of AP from the largest to the smallest per-GPU batch against its standard
+error over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from tabulate import tabulate
+
+from frn_det_tools.summarize import (
+    METRICS,
+    Point,
+    RunRecord,
+    collect_runs,
+    group_points,
+    metric_value,
+    plot_ap_vs_ims_per_gpu,
+)
+from frn_det_tools.sweep import METRICS_FILE, metrics_by_iteration, norm_order, read_metrics
+
+__all__ = [
+    "LayoutEffect",
+    "chosen_learning_rates",
+    "layout_effects",
+    "lr_search_rows",
+    "main",
+    "mean_curves",
+    "write_report",
+]
+
+# The same model's AP with the running BN statistics, before precise BN replaced them
+# (TEST.PRECISE_BN.EVAL_RUNNING).
+RUNNING_METRICS = (("running_stats/bbox/AP", "box AP (running stats)"),
+                   ("running_stats/segm/AP", "mask AP (running stats)"))  # fmt: skip
+_LR_DIR_RE = re.compile(r"^lr(?P<lr>[0-9.eE+-]+)$")
+
+
+def lr_search_rows(root: str | os.PathLike) -> list[dict[str, Any]]:
+    """One row per finished run under ``root``/lr<LR>/ (each a sweep's --output): norm,
+    images per GPU, seed, base_lr, box_AP, mask_AP, in norm then LR order."""
+    rows = []
+    for folder in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
+        match = _LR_DIR_RE.match(folder.name)
+        if not match or not folder.is_dir():
+            continue
+        for record in collect_runs(folder):
+            if not record.finished:
+                continue
+            results = record.state.results
+            rows.append({
+                "norm": record.key.norm,
+                "images_per_gpu": record.key.ims_per_gpu,
+                "seed": record.key.seed,
+                "base_lr": float(match["lr"]),
+                "box_AP": metric_value(results, "bbox/AP"),
+                "mask_AP": metric_value(results, "segm/AP"),
+            })  # fmt: skip
+    return sorted(rows, key=lambda r: (norm_order(r["norm"]), r["base_lr"]))
+
+
+def chosen_learning_rates(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Each norm's base_lr with the highest final box AP in ``rows`` (the same rule for
+    every norm; a tie goes to the smaller learning rate)."""
+    best: dict[str, tuple[float, float]] = {}
+    for row in rows:
+        ap = row["box_AP"]
+        if ap is None or not math.isfinite(ap):
+            continue
+        key = (ap, -row["base_lr"])
+        if row["norm"] not in best or key > best[row["norm"]]:
+            best[row["norm"]] = key
+    return {norm: -key[1] for norm, key in best.items()}
+
+
+@dataclass
+class LayoutEffect:
+    """How one norm's AP moves from the largest per-GPU batch to the smallest."""
+
+    norm: str
+    metric: str
+    large: int  # images per GPU
+    small: int
+    large_mean: float
+    small_mean: float
+    difference: float  # small - large
+    standard_error: float  # of the difference, over seeds (Welch)
+    n: tuple[int, int]
+
+    @property
+    def exceeds_spread(self) -> bool:
+        """Whether the difference is more than twice its standard error."""
+        return abs(self.difference) > 2 * self.standard_error
+
+
+def layout_effects(points: Sequence[Point], metric: str = "bbox/AP") -> list[LayoutEffect]:
+    """Per norm, ``metric`` at the smallest minus at the largest images per GPU, with the
+    standard error of that difference, sqrt(s_small^2/n_small + s_large^2/n_large), from
+    the sample std over seeds. Norms lacking either end are left out."""
+    effects = []
+    for norm in sorted({p.norm for p in points}, key=norm_order):
+        mine = {p.ims_per_gpu: p.stats(metric) for p in points if p.norm == norm}
+        mine = {n: s for n, s in mine.items() if s is not None}
+        if len(mine) < 2:
+            continue
+        small, large = min(mine), max(mine)
+        s, big = mine[small], mine[large]
+        error = math.sqrt(s["std"] ** 2 / s["n"] + big["std"] ** 2 / big["n"])
+        effects.append(LayoutEffect(
+            norm, metric, large, small, big["mean"], s["mean"], s["mean"] - big["mean"], error,
+            (s["n"], big["n"]),
+        ))  # fmt: skip
+    return effects
+
+
+def _eval_points(by_iteration: Mapping[int, Mapping[str, Any]], metric: str) -> dict[int, float]:
+    # detectron2 logs an evaluation during training at the index of the step before it (49
+    # after 50 steps) and the one after training at MAX_ITER: both become steps trained.
+    found = {}
+    for i, record in by_iteration.items():
+        value = metric_value(record, metric)
+        if value is not None and math.isfinite(value):
+            found[i + 1 if "total_loss" in record else i] = value
+    return found
+
+
+def mean_curves(
+    records: Sequence[RunRecord], metric: str = "bbox/AP"
+) -> dict[tuple[str, int], list[tuple[int, float, float, int]]]:
+    """(norm, images per GPU) -> [(iterations trained, mean, sample std, n)] of ``metric`` at
+    each evaluation, over the finished seeds of that point."""
+    values: dict[tuple[str, int], dict[int, list[float]]] = {}
+    for record in records:
+        if not record.finished:
+            continue
+        lines, _ = read_metrics(record.folder / METRICS_FILE)
+        at = values.setdefault((record.key.norm, record.key.ims_per_gpu), {})
+        for step, value in _eval_points(metrics_by_iteration(lines), metric).items():
+            at.setdefault(step, []).append(value)
+    curves = {}
+    for key, steps in values.items():
+        curve = []
+        for step in sorted(steps):
+            vs = steps[step]
+            mean = sum(vs) / len(vs)
+            std = math.sqrt(sum((v - mean) ** 2 for v in vs) / (len(vs) - 1)) if len(vs) > 1 else 0
+            curve.append((step, mean, std, len(vs)))
+        curves[key] = curve
+    return curves
+
+
+def plot_mean_curves(
+    curves: Mapping[tuple[str, int], Sequence[tuple[int, float, float, int]]],
+    path: str | os.PathLike,
+    label: str = "box AP",
+) -> None:
+    """One subplot per norm: ``label`` at each evaluation, one line per images per GPU (mean
+    over seeds, shaded +- std)."""
+    norms = sorted({norm for norm, _ in curves}, key=norm_order)
+    columns = min(3, max(len(norms), 1))
+    rows = max(math.ceil(len(norms) / columns), 1)
+    fig = Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False, sharey=True)
+    sizes = sorted({n for _, n in curves})
+    for index, norm in enumerate(norms):
+        ax = axes[index // columns][index % columns]
+        for j, size in enumerate(sizes):
+            curve = curves.get((norm, size))
+            if not curve:
+                continue
+            steps = [c[0] for c in curve]
+            means = [c[1] for c in curve]
+            stds = [c[2] for c in curve]
+            ax.plot(steps, means, marker="o", markersize=3, color=f"C{j}", label=f"{size}/GPU")
+            ax.fill_between(steps, [m - s for m, s in zip(means, stds, strict=True)],
+                            [m + s for m, s in zip(means, stds, strict=True)],
+                            color=f"C{j}", alpha=0.15)  # fmt: skip
+        ax.set(title=norm, xlabel="iterations trained", ylabel=f"{label} (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    for index in range(len(norms), rows * columns):
+        axes[index // columns][index % columns].set_visible(False)
+    fig.savefig(path, dpi=110)
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    # Cells are formatted already ("12.9 ± 1.0 (n=3)"); tabulate would re-read numbers.
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
+
+
+def _fmt(stats: Mapping[str, Any] | None) -> str:
+    if stats is None:
+        return "-"
+    spread = f" ± {stats['std']:.1f}" if stats["n"] > 1 else ""
+    return f"{stats['mean']:.1f}{spread} (n={stats['n']})"
+
+
+def results_markdown(
+    points: Sequence[Point],
+    search: Sequence[Mapping[str, Any]],
+    chosen: Mapping[str, float],
+    curves: Mapping[tuple[str, int], Sequence[tuple[int, float, float, int]]],
+) -> str:
+    """The page's tables: the search, AP per norm and layout (precise and, where run,
+    running BN statistics), the layout effect per norm, and the last gains of the curves."""
+    out = []
+    if search:
+        lrs = sorted({r["base_lr"] for r in search})
+        table = []
+        for norm in sorted({r["norm"] for r in search}, key=norm_order):
+            row = [norm]
+            for lr in lrs:
+                hit = [r for r in search if r["norm"] == norm and r["base_lr"] == lr]
+                row.append(f"{hit[0]['box_AP']:.1f}" if hit and hit[0]["box_AP"] is not None
+                           else "-")  # fmt: skip
+            row.append(f"{chosen[norm]:g}" if norm in chosen else "-")
+            table.append(row)
+        headers = ["norm", *(f"box AP at {lr:g}" for lr in lrs), "chosen BASE_LR"]
+        out += ["### Learning-rate search", "", _table(table, headers), ""]
+    sizes = sorted({p.ims_per_gpu for p in points})
+    for metric, label in (*METRICS, *RUNNING_METRICS):
+        table = []
+        for norm in sorted({p.norm for p in points}, key=norm_order):
+            row = [norm] + [
+                _fmt(next((p.stats(metric) for p in points
+                           if p.norm == norm and p.ims_per_gpu == n), None))
+                for n in sizes
+            ]  # fmt: skip
+            if any(cell != "-" for cell in row[1:]):
+                table.append(row)
+        if table:
+            headers = ["norm", *(f"{n} images/GPU" for n in sizes)]
+            out += [f"### {label}: mean ± std over seeds", "",
+                    _table(table, headers), ""]  # fmt: skip
+    for metric, label in METRICS:
+        effects = layout_effects(points, metric)
+        if not effects:
+            continue
+        table = [
+            [e.norm, f"{e.large_mean:.1f}", f"{e.small_mean:.1f}",
+             f"{e.difference:+.1f} ± {e.standard_error:.1f}",
+             "yes" if e.exceeds_spread else "no"]
+            for e in effects
+        ]  # fmt: skip
+        large, small = effects[0].large, effects[0].small
+        headers = ["norm", f"{large}/GPU", f"{small}/GPU", "change ± s.e.", "> 2 s.e.?"]
+        out += [f"### {label} from {large} to {small} images per GPU", "",
+                _table(table, headers), ""]  # fmt: skip
+    if curves:
+        table = []
+        for (norm, size), curve in sorted(curves.items(), key=lambda kv: (norm_order(kv[0][0]),
+                                                                           kv[0][1])):  # fmt: skip
+            if len(curve) < 3:
+                continue
+            end = curve[-1]
+            half = min(curve, key=lambda c: abs(c[0] - end[0] / 2))
+            quarter = min(curve, key=lambda c: abs(c[0] - 3 * end[0] / 4))
+            table.append([norm, size, f"{half[1]:.1f}", f"{quarter[1]:.1f}", f"{end[1]:.1f}",
+                          f"{end[1] - quarter[1]:+.1f}"])  # fmt: skip
+        if table:
+            headers = ["norm", "images/GPU", "box AP at 1/2", "at 3/4", "at the end",
+                       "last quarter"]  # fmt: skip
+            out += ["### Box AP along the schedule (mean over seeds)", "",
+                    _table(table, headers), ""]  # fmt: skip
+    return "\n".join(out)
+
+
+def _point_rows(points: Sequence[Point]) -> list[dict[str, Any]]:
+    rows = []
+    for p in points:
+        row: dict[str, Any] = {"norm": p.norm, "images_per_gpu": p.ims_per_gpu,
+                               "runs": len(p.runs), "finished": sum(r.finished for r in p.runs)}
+        for metric, label in (*METRICS, *RUNNING_METRICS):
+            stats = p.stats(metric) or {}
+            name = label.replace(" (running stats)", "_running").replace(" ", "_")
+            for stat in ("mean", "std", "n"):
+                row[f"{name}_{stat}"] = stats.get(stat)
+        rows.append(row)
+    return rows
+
+
+def write_report(
+    grid: str | os.PathLike, dest: str | os.PathLike, lr_search: str | os.PathLike | None = None
+) -> dict[str, Path]:
+    """Write summary.json (every run, the points, the search and its choice), summary.csv
+    (the points), ap_vs_ims_per_gpu.png, curves.png and results.md into ``dest``.
+
+    Raises:
+        FileNotFoundError: naming ``grid`` when it holds no run folders (nothing written).
+    """
+    records = collect_runs(grid)
+    if not records:
+        raise FileNotFoundError(
+            f"no run folders (OUT/<config>/<norm>/ipg<N>/seed<S>/) under {os.fspath(grid)!r}"
+        )
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    points = group_points(records)
+    search = lr_search_rows(lr_search) if lr_search is not None else []
+    chosen = chosen_learning_rates(search)
+    curves = mean_curves(records)
+    names = ("summary.json", "summary.csv", "ap_vs_ims_per_gpu.png", "curves.png", "results.md")
+    paths = {name: dest / name for name in names}
+    rows = _point_rows(points)
+    data = {"runs": [r.to_json() for r in records], "points": rows,
+            "lr_search": search, "chosen_base_lr": chosen}  # fmt: skip
+    paths["summary.json"].write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    with open(paths["summary.csv"], "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_ap_vs_ims_per_gpu(points, paths["ap_vs_ims_per_gpu.png"])
+    plot_mean_curves(curves, paths["curves.png"])
+    paths["results.md"].write_text(results_markdown(points, search, chosen, curves) + "\n")
+    return paths
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line of ``tools/batch_dependence.py``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("grid", help="the fixed-batch sweep's --output folder")
+    parser.add_argument("--lr-search", default=None,
+                        help="folder holding the search's sweeps as lr<BASE_LR>/")  # fmt: skip
+    parser.add_argument("--dest", required=True, help="where to write the report")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write the report; exit status 2 with one line when ``grid`` has no runs."""
+    args = argument_parser().parse_args(argv)
+    try:
+        paths = write_report(args.grid, args.dest, args.lr_search)
+    except FileNotFoundError as error:
+        print(f"batch_dependence: {error}")
+        return 2
+    for path in paths.values():
+        print(path)
+    return 0

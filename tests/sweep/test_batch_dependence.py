@@ -1,0 +1,91 @@
+"""frn_det_tools.batch_dependence: the search's choice, the layout effect against the seed
+spread, AP along the schedule averaged over seeds, and the files of the report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from frn_det_tools.batch_dependence import (
+    chosen_learning_rates,
+    layout_effects,
+    lr_search_rows,
+    main,
+    mean_curves,
+)
+from frn_det_tools.summarize import collect_runs, group_points
+
+STEM = "mask_rcnn_R_18_FPN_fixed_batch8"
+
+
+def _grid(fake_run, root, aps):
+    """Finished runs with box AP aps[(norm, ipg)][seed], and an evaluation at iteration 199
+    (half the schedule) of half the final AP."""
+    for (norm, ipg), values in aps.items():
+        for seed, ap in enumerate(values):
+            folder = fake_run(root, norm, ipg, seed, "done", box=ap, mask=ap - 2, stem=STEM)
+            with (folder / "metrics.json").open("a") as f:
+                f.write(json.dumps({"iteration": 199, "bbox/AP": ap / 2}) + "\n")
+
+
+def test_the_search_chooses_each_norms_highest_final_box_ap_at_its_layout(fake_run, tmp_path):
+    for lr, aps in (("0.02", {"bn": 10.0, "frn": 20.0}), ("0.04", {"bn": 12.0, "frn": 18.0})):
+        for norm, ap in aps.items():
+            fake_run(tmp_path / f"lr{lr}", norm, 4, 0, "done", box=ap, stem=STEM)
+    fake_run(tmp_path / "lr0.08", "bn", 4, 0, "unfinished", iteration=100, stem=STEM)
+    rows = lr_search_rows(tmp_path)
+    assert [(r["norm"], r["base_lr"], r["box_AP"]) for r in rows] == [
+        ("bn", 0.02, 10.0), ("bn", 0.04, 12.0), ("frn", 0.02, 20.0), ("frn", 0.04, 18.0)
+    ]  # fmt: skip
+    assert chosen_learning_rates(rows) == {"bn": 0.04, "frn": 0.02}
+
+
+def test_a_tie_in_the_search_goes_to_the_smaller_learning_rate():
+    rows = [{"norm": "gn", "base_lr": lr, "box_AP": 5.0} for lr in (0.04, 0.02)]
+    assert chosen_learning_rates(rows) == {"gn": 0.02}
+
+
+def test_the_layout_effect_is_compared_with_its_standard_error_over_seeds(fake_run, tmp_path):
+    _grid(fake_run, tmp_path, {
+        ("bn", 8): [30.0, 31.0, 32.0], ("bn", 1): [20.0, 21.0, 22.0],
+        ("frn", 8): [25.0, 28.0, 31.0], ("frn", 1): [26.0, 29.0, 29.0],
+    })  # fmt: skip
+    effects = {e.norm: e for e in layout_effects(group_points(collect_runs(tmp_path)))}
+    bn, frn = effects["bn"], effects["frn"]
+    assert (bn.large, bn.small) == (8, 1)
+    assert bn.difference == pytest.approx(-10.0)
+    assert bn.standard_error == pytest.approx(math.sqrt(1 / 3 + 1 / 3))
+    assert bn.exceeds_spread
+    assert frn.difference == pytest.approx(0.0)
+    assert not frn.exceeds_spread
+
+
+def test_curves_average_each_evaluation_over_the_seeds(fake_run, tmp_path):
+    _grid(fake_run, tmp_path, {("gn", 2): [10.0, 14.0]})
+    curve = mean_curves(collect_runs(tmp_path))[("gn", 2)]
+    # The evaluation logged at iteration 199 is after 200 steps; the final one at 400.
+    assert [(step, mean, n) for step, mean, _, n in curve] == [(200, 6.0, 2), (400, 12.0, 2)]
+    assert curve[1][2] == pytest.approx(math.sqrt(8.0))
+
+
+def test_the_report_writes_its_files_and_refuses_an_empty_grid(fake_run, tmp_path, capsys):
+    grid = tmp_path / "grid"
+    _grid(fake_run, grid, {("bn", 8): [30.0, 32.0], ("bn", 1): [20.0, 22.0]})
+    dest = tmp_path / "report"
+    assert main([str(grid), "--dest", str(dest)]) == 0
+    data = json.loads((dest / "summary.json").read_text())
+    assert {r["images_per_gpu"] for r in data["runs"]} == {1, 8}
+    assert all(r["design"] for r in data["runs"])
+    assert [(p["norm"], p["images_per_gpu"], p["box_AP_mean"]) for p in data["points"]] == [
+        ("bn", 1, 21.0), ("bn", 8, 31.0)
+    ]  # fmt: skip
+    for name in ("summary.csv", "ap_vs_ims_per_gpu.png", "curves.png"):
+        assert (dest / name).stat().st_size > 0
+    assert "| -10.0 ± 1.4 " in (dest / "results.md").read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty), "--dest", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()
+    assert "no run folders" in capsys.readouterr().out
