@@ -19,6 +19,10 @@ already name, and ``--resume`` then fails on it. ``FRNCheckpointer`` differs in:
   tensor whose shape differs from the model (a run resumed with another config), falls
   back to the newest older checkpoint that loads when the one ``last_checkpoint`` names is
   corrupt, and removes temporary files that killed processes left behind.
+- norms: layers of a norm that has parameters of its own (declared in its registry entry,
+  ``register_norm(specific_parameters=...)``: FRN's tau and learned eps) take nothing from
+  a checkpoint of another norm, and their own parameters are reported as what such a
+  checkpoint lacks, not as missing.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import os
 import re
 import socket
 import zipfile
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
 from urllib.parse import urlparse
@@ -39,7 +44,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import Checkpointer, _IncompatibleKeys
 from torch import nn
 
-from .layers.frn import _FilterResponseNorm
+from .layers.norm_act import norm_entry, norm_names_of
 
 __all__ = [
     "SAFE_GLOBALS",
@@ -50,6 +55,7 @@ __all__ = [
     "FRNCheckpointer",
     "NonFiniteCheckpointError",
     "atomic_write",
+    "norm_specific_keys",
 ]
 
 logger = logging.getLogger(__name__)
@@ -209,58 +215,87 @@ def _describe_refused(path: str, error: BaseException) -> str:
     )
 
 
-def _drop_norm_parameters_for_frn(
+def _own_names(module: nn.Module) -> set[str]:
+    """Names of ``module``'s own parameters and buffers (not its children's)."""
+    return {name for name, _ in module.named_parameters(recurse=False)} | {
+        name for name, _ in module.named_buffers(recurse=False)
+    }
+
+
+def _layers_of_norms_with_own_parameters(model: nn.Module) -> dict[str, dict[str, nn.Module]]:
+    """Norm name -> {module name: module} of the model's layers whose registered norm
+    declares parameters of its own (``register_norm(specific_parameters=...)``)."""
+    layers: dict[str, dict[str, nn.Module]] = defaultdict(dict)
+    for name, module in model.named_modules():
+        for norm in norm_names_of(module):
+            if norm_entry(norm).specific_parameters:
+                layers[norm][name] = module
+                break
+    return dict(layers)
+
+
+def norm_specific_keys(model: nn.Module) -> dict[str, str]:
+    """State-dict key -> norm name, for every parameter and buffer of ``model``'s norm layers
+    that is specific to their norm: what a checkpoint of another norm lacks.
+
+    The names come from each norm's registry entry (``register_norm(specific_parameters=
+    ...)``), e.g. ``backbone.res2.0.conv1.norm.tau`` -> "FRN".
+    """
+    return {
+        key: norm
+        for norm, layers in _layers_of_norms_with_own_parameters(model).items()
+        for key in _specific_keys(norm, layers)
+    }
+
+
+def _specific_keys(norm: str, layers: Mapping[str, nn.Module]) -> list[str]:
+    """The keys of ``norm``'s specific parameters that its ``layers`` (name -> module) have."""
+    specific = set(norm_entry(norm).specific_parameters)
+    return [
+        f"{name}.{leaf}" if name else leaf
+        for name, module in layers.items()
+        for leaf in sorted(_own_names(module) & specific)
+    ]
+
+
+def _drop_other_norms_state(
     model: nn.Module, state: dict[str, Any], from_caffe2: bool
-) -> list[str]:
-    """Remove from ``state`` the scale and bias another norm stored under FRN layers' names.
+) -> dict[str, list[str]]:
+    """Remove from ``state`` what another norm stored under the names of the model's layers
+    of a norm with parameters of its own; returns {norm: removed keys} for each norm whose
+    layers the checkpoint is judged another norm's for.
 
     FRN's gamma and beta are called ``weight`` and ``bias``, like BN's. A BN-trained
     checkpoint (detectron2's ImageNet R-50 for the FRN configs' initialisation) would
     otherwise put BN's scale and bias into FRN layers, whose inputs are not mean-centred:
-    its beta (up to several units) and folded scale make a poor start. The checkpoint is
-    taken for another norm's when it is a Caffe2 model-zoo file, holds BN statistics
-    (``running_mean``/``running_var``) at an FRN layer's name, or holds none of the TLU
-    thresholds (``tau``) the model's FRN layers have. Those FRN layers keep their fresh
-    parameters and one log line says so. Returns the removed keys.
+    its beta (up to several units) and folded scale make a poor start. For each norm whose
+    entry declares specific parameters, the checkpoint is taken for another norm's when it
+    is a Caffe2 model-zoo file, holds at one of that norm's layers a tensor neither the
+    layer nor the norm has (BN's ``running_mean``), or holds none of the specific
+    parameters that the model's layers of that norm have (FRN's ``tau``). Those layers then
+    keep their fresh parameters.
     """
-    frn_names = [
-        name for name, module in model.named_modules() if isinstance(module, _FilterResponseNorm)
-    ]
-    if not frn_names:
-        return []
-    with_tau = [
-        name for name in frn_names if getattr(model.get_submodule(name), "tau", None) is not None
-    ]
-    prefixes = [f"{name}." if name else "" for name in frn_names]
-    foreign = (
-        from_caffe2
-        or any(f"{p}running_mean" in state or f"{p}running_var" in state for p in prefixes)
-        or (bool(with_tau) and not any(f"{name}.tau" in state for name in with_tau))
-    )
-    if not foreign:
-        return []
-    dropped = [
-        f"{p}{leaf}"
-        for p in prefixes
-        for leaf in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-        if f"{p}{leaf}" in state
-    ]
-    for key in dropped:
-        del state[key]
-    if dropped:
-        logger.info(
-            "The checkpoint was trained with another norm than FRN: its %d norm tensors at "
-            "the model's %d FRN layers (e.g. %s) were not loaded; those layers keep their "
-            "initial gamma=1, beta=0, tau=0.",
-            len(dropped),
-            len(frn_names),
-            dropped[0],
-        )
-    return dropped
+    other: dict[str, list[str]] = {}
+    for norm, layers in _layers_of_norms_with_own_parameters(model).items():
+        specific = set(norm_entry(norm).specific_parameters)
+        own = {name: _own_names(module) for name, module in layers.items()}
+        at_layers, strangers = [], False
+        for key in state:
+            layer, _, leaf = key.rpartition(".")
+            if layer in own:
+                at_layers.append(key)
+                strangers = strangers or (leaf not in own[layer] and leaf not in specific)
+        held = _specific_keys(norm, layers)
+        if from_caffe2 or strangers or (held and not any(key in state for key in held)):
+            other[norm] = at_layers
+            for key in at_layers:
+                del state[key]
+    return other
 
 
-class _FRNKeepsItsOwnNorm(Checkpointer):
-    """Drops another norm's scale and bias at FRN layers before fvcore loads the state.
+class _NormsKeepTheirOwnState(Checkpointer):
+    """Drops another norm's tensors at layers of norms with parameters of their own (FRN)
+    before fvcore loads the state.
 
     It sits below ``DetectionCheckpointer`` in ``FRNCheckpointer``'s method order, so it
     sees the state after detectron2 has renamed model-zoo ``.pkl`` blobs to the model's
@@ -269,11 +304,11 @@ class _FRNKeepsItsOwnNorm(Checkpointer):
 
     def _load_model(self, checkpoint: Any) -> _IncompatibleKeys:
         from_caffe2 = checkpoint.get("__author__", None) == "Caffe2"
-        _drop_norm_parameters_for_frn(self.model, checkpoint["model"], from_caffe2)
+        self._other_norms = _drop_other_norms_state(self.model, checkpoint["model"], from_caffe2)
         return super()._load_model(checkpoint)
 
 
-class FRNCheckpointer(DetectionCheckpointer, _FRNKeepsItsOwnNorm):
+class FRNCheckpointer(DetectionCheckpointer, _NormsKeepTheirOwnState):
     """``DetectionCheckpointer`` with atomic writes, weights-only reads and clear errors.
 
     Use it as detectron2's (``Trainer`` builds one as ``self.checkpointer``; detectron2's
@@ -296,10 +331,13 @@ class FRNCheckpointer(DetectionCheckpointer, _FRNKeepsItsOwnNorm):
       * any other load (MODEL.WEIGHTS initialisation, ``load``) keeps detectron2's
         behaviour of skipping them, which fine-tuning a released model on another number
         of classes needs, and logs one warning that lists them all.
-    - FRN layers never take another norm's scale and bias, which share FRN's parameter
-      names: loading a BN-trained checkpoint (the ImageNet R-50 of the FRN configs) into an
-      FRN model takes its convs and leaves the FRN layers fresh (see
-      ``_drop_norm_parameters_for_frn``).
+    - Layers of a norm with parameters of its own (FRN) never take another norm's
+      tensors, whose scale and bias share FRN's parameter names: loading a BN-trained
+      checkpoint (the ImageNet R-50 of the FRN configs) into an FRN model takes its convs
+      and leaves the FRN layers fresh (see ``_drop_other_norms_state``). One log line per
+      such norm says so, and names the norm's own parameters (tau, learned eps;
+      ``norm_specific_keys``) as what the checkpoint lacks, instead of listing them among
+      missing tensors.
     - ``resume_or_load(resume=True)``, when the checkpoint ``last_checkpoint`` names is
       corrupt or missing, warns and resumes from the newest older ``<prefix>_NNNNNNN.pth``
       that loads; and it first removes temporary files left by killed writers on this host.
@@ -319,6 +357,8 @@ class FRNCheckpointer(DetectionCheckpointer, _FRNKeepsItsOwnNorm):
         self._resuming = False
         self._strict = False
         self._loading: str | None = None
+        # norm -> the tensors of another norm not loaded into its layers (last load)
+        self._other_norms: dict[str, list[str]] = {}
 
     def save(self, name: str, **kwargs: Any) -> None:
         """Write ``<save_dir>/<name>.pth`` (model, checkpointables, ``kwargs``) atomically,
@@ -610,4 +650,35 @@ class FRNCheckpointer(DetectionCheckpointer, _FRNKeepsItsOwnNorm):
                 len(incompatible.incorrect_shapes),
                 _format_shapes(incompatible.incorrect_shapes),
             )
-        super()._log_incompatible_keys(incompatible._replace(incorrect_shapes=[]))
+        missing = self._report_other_norms(incompatible.missing_keys)
+        super()._log_incompatible_keys(
+            incompatible._replace(incorrect_shapes=[], missing_keys=missing)
+        )
+
+    def _report_other_norms(self, missing_keys: list[str]) -> list[str]:
+        """Log one line per norm whose layers took nothing from another norm's checkpoint;
+        returns the missing keys that line does not explain."""
+        if not self._other_norms:
+            return missing_keys
+        specific = norm_specific_keys(self.model)
+        explained: set[str] = set()
+        layers = _layers_of_norms_with_own_parameters(self.model)
+        for norm, dropped in self._other_norms.items():
+            lacking = [key for key in missing_keys if specific.get(key) == norm]
+            leaves = sorted({key.rpartition(".")[2] for key in lacking})
+            explained.update(dropped, lacking)
+            logger.info(
+                "Checkpoint %s was trained with another norm than %s: the model's %d %s "
+                "layers keep their initial values. Not loaded: its %d tensors at those "
+                "layers%s. Not in it, as expected: %d parameters specific to %s%s.",
+                self._loading,
+                norm,
+                len(layers.get(norm, {})),
+                norm,
+                len(dropped),
+                f" (e.g. {dropped[0]})" if dropped else "",
+                len(lacking),
+                norm,
+                f" ({', '.join(leaves)})" if leaves else "",
+            )
+        return [key for key in missing_keys if key not in explained]

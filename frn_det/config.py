@@ -60,6 +60,11 @@ def add_frn_config(cfg: CN) -> CN:
 
 
 def frn_options(cfg: CN, fc: bool = False) -> dict[str, object]:
-    """Keyword options for ``get_norm_act`` (conv) or ``get_fc_norm_act`` (``fc=True``)."""
+    """FRN's builder options from MODEL.FRN: the "FRN" registry entry's ``config_options``.
+
+    ``eps`` and ``learnable_eps`` for ``get_norm_act`` (conv), or for ``get_fc_norm_act``
+    with ``fc=True`` (MODEL.FRN.FC_LEARNABLE_EPS). Other norms get their own options from
+    their entries (``frn_det.layers.norm_config_options``).
+    """
     learnable = cfg.MODEL.FRN.FC_LEARNABLE_EPS if fc else cfg.MODEL.FRN.LEARNABLE_EPS
     return {"eps": cfg.MODEL.FRN.EPS, "learnable_eps": learnable}

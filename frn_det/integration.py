@@ -48,17 +48,15 @@ import detectron2.layers
 import detectron2.layers.batch_norm
 from torch import nn
 
-from .layers.norm_act import get_norm_act, registered_norms
+from .layers.norm_act import NormSpec, get_norm_act, registered_norms
 
 __all__ = ["Detectron2Registration", "register_with_detectron2", "unregister_from_detectron2"]
-
-NormSpec = str | Callable[[int], nn.Module] | None
 
 # Captured once, at import: the function every module holds before anything is replaced.
 _STOCK_GET_NORM: Callable[[NormSpec, int], nn.Module | None] = detectron2.layers.batch_norm.get_norm
 
 _lock = threading.RLock()
-# None while not registered; else the keyword options given to fused norms' builders.
+# None while not registered; else the keyword options given to the registry's builders.
 _options: dict[str, Any] | None = None
 
 
@@ -161,9 +159,10 @@ def register_with_detectron2(**options: Any) -> Detectron2Registration:
             model = build_model(cfg)
 
     Args:
-        options: keyword options for the builders of norms that fuse an activation, as
-            ``frn_det.get_norm_act`` takes them: FRN's ``eps`` and ``learnable_eps``
-            (``frn_det.config.frn_options(cfg)`` reads them from MODEL.FRN).
+        options: keyword options for the builders of every name the registry builds here,
+            as ``frn_det.get_norm_act`` takes them: FRN's ``eps`` and ``learnable_eps``
+            (``frn_det.layers.norm_config_options("FRN", cfg)`` reads them from MODEL.FRN).
+            Stock names take none; a norm whose builder does not take one raises TypeError.
     Returns:
         a handle that undoes this call.
     """

@@ -1,11 +1,13 @@
-"""The optimizer builder: detectron2's SGD recipe, with FRN's parameters counted as norm parameters.
+"""The optimizer builder: detectron2's SGD recipe, with every registered norm's parameters
+counted as norm parameters.
 
 detectron2's ``get_default_optimizer_params`` gives SOLVER.WEIGHT_DECAY_NORM only to
 parameters of a fixed tuple of torch norm classes. FRN's gamma, beta, tau and learned eps
 would fall through to SOLVER.WEIGHT_DECAY like a convolution's weights, and weight decay on
 them pulls gamma and tau towards 0 and changes what the WEIGHT_DECAY_NORM knob means
-between a BN and an FRN experiment. Here the grouping takes the norm classes as an
-argument, FRN's by default.
+between a BN and an FRN experiment. Here the norm classes are torch's plus those the
+norm-act registry knows (``frn_det.layers.norm_module_types``): a name registered with
+``register_norm`` gets WEIGHT_DECAY_NORM with no change here.
 """
 
 from __future__ import annotations
@@ -15,15 +17,14 @@ from typing import Any
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.layers.batch_norm import LayerNorm as D2LayerNorm
 from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
 from torch import nn
 
-from frn_det.layers import TLU, EvoNormB0, EvoNormS0, FilterResponseNorm1d, FilterResponseNorm2d
+from frn_det.layers import norm_module_types as registered_norm_module_types
 
-__all__ = ["NORM_MODULE_TYPES", "build_optimizer", "get_optimizer_params"]
+__all__ = ["TORCH_NORM_TYPES", "build_optimizer", "get_optimizer_params", "norm_module_types"]
 
-NORM_MODULE_TYPES: tuple[type[nn.Module], ...] = (
+TORCH_NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
     nn.BatchNorm3d,
@@ -35,17 +36,14 @@ NORM_MODULE_TYPES: tuple[type[nn.Module], ...] = (
     nn.LayerNorm,
     nn.LocalResponseNorm,
     *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
-    # detectron2's channels-first LN (get_norm "LN") is a plain nn.Module, so detectron2's
-    # own grouping misses it.
-    D2LayerNorm,
-    FilterResponseNorm2d,
-    FilterResponseNorm1d,
-    TLU,  # the per-channel threshold after a residual addition
-    # EvoNorm's gamma, beta and v (padding-aware forms subclass these)
-    EvoNormS0,
-    EvoNormB0,
 )
-"""Module classes whose parameters get SOLVER.WEIGHT_DECAY_NORM."""
+"""torch's norm classes (detectron2's grouping's), norms whether or not a name builds them."""
+
+
+def norm_module_types() -> tuple[type[nn.Module], ...]:
+    """Module classes whose parameters get SOLVER.WEIGHT_DECAY_NORM: ``TORCH_NORM_TYPES``
+    and every class the norm-act registry knows as a norm, asked at each call."""
+    return tuple(dict.fromkeys(TORCH_NORM_TYPES + registered_norm_module_types()))
 
 
 def get_optimizer_params(
@@ -56,13 +54,14 @@ def get_optimizer_params(
     bias_lr_factor: float | None = 1.0,
     weight_decay_bias: float | None = None,
     overrides: dict[str, dict[str, float]] | None = None,
-    norm_module_types: tuple[type[nn.Module], ...] = NORM_MODULE_TYPES,
+    norm_types: tuple[type[nn.Module], ...] | None = None,
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups, as ``detectron2.solver.get_default_optimizer_params``.
 
-    Differences: parameters owned by an instance of one of ``norm_module_types`` (FRN and
-    TLU included by default) get ``weight_decay_norm``; the arguments are otherwise the
-    same as detectron2's (without ``lr_factor_func``, which its yacs configs never set).
+    Differences: parameters owned by an instance of one of ``norm_types`` (every
+    registered norm's by default: FRN, TLU, EvoNorm, yours) get ``weight_decay_norm``; the
+    arguments are otherwise the same as detectron2's (without ``lr_factor_func``, which
+    its yacs configs never set).
 
     Args:
         model: the model; parameters with ``requires_grad=False`` are left out, and a
@@ -73,7 +72,8 @@ def get_optimizer_params(
         weight_decay_bias: weight decay of parameters named ``bias``; None: no override.
         overrides: ``{param_name: {"lr": ..., "weight_decay": ...}}`` by a parameter's own
             name (``bias``, ``tau``, ...), applied last.
-        norm_module_types: classes whose parameters are norm parameters.
+        norm_types: classes whose parameters are norm parameters; None:
+            ``norm_module_types()`` (torch's and the registry's).
     Returns:
         Parameter groups merged by hyperparameters (``reduce_param_groups``), ready for
         ``torch.optim.SGD``.
@@ -99,10 +99,12 @@ def get_optimizer_params(
             )
         overrides["bias"] = bias_overrides
 
+    if norm_types is None:
+        norm_types = norm_module_types()
     params: list[dict[str, Any]] = []
     seen: set[nn.Parameter] = set()
     for module in model.modules():
-        is_norm = isinstance(module, norm_module_types)
+        is_norm = isinstance(module, norm_types)
         for name, value in module.named_parameters(recurse=False):
             if not value.requires_grad or value in seen:
                 continue
@@ -116,7 +118,8 @@ def get_optimizer_params(
 
 
 def build_optimizer(cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD from SOLVER.* as ``detectron2.solver.build_optimizer``, FRN-aware param groups.
+    """SGD from SOLVER.* as ``detectron2.solver.build_optimizer``, with every registered
+    norm's parameters in the WEIGHT_DECAY_NORM group.
 
     Reads BASE_LR, MOMENTUM, NESTEROV, WEIGHT_DECAY, WEIGHT_DECAY_NORM, BIAS_LR_FACTOR,
     WEIGHT_DECAY_BIAS and CLIP_GRADIENTS (``maybe_add_gradient_clipping``). The LR schedule

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode
 from torch import nn
 
-from ..config import frn_options
-from ..layers.norm_act import Activation
-
-Norm = str | Callable[[int], nn.Module]
-"""What a NORM argument accepts: a registered name or detectron2's ``channels -> module``."""
+from ..layers.norm_act import Activation, NormSpec, norm_config_options
 
 # Stock heads put ``nn.ReLU()`` modules (not ``F.relu``) in their Sequentials and Conv2d
 # slots; turning the registry's functional ReLU back into that module keeps the module
@@ -41,19 +35,28 @@ def activation_module(activation: Activation | None) -> nn.Module | None:
     return FunctionalActivation(activation)
 
 
-def norm_options(cfg: CfgNode, fc: bool = False, regions: bool = False) -> dict[str, object]:
-    """The keyword options of a component's ``get_norm_act`` calls.
-
-    ``frn_options(cfg, fc)`` plus where the slot runs: ``regions=True`` for per-region
-    features (RoI heads); otherwise maps of the padded batch, padding-aware when
-    MODEL.PADDING_AWARE_NORM is True. Names the fix when add_frn_config was not called.
-    """
+def require_frn_config(cfg: CfgNode) -> None:
+    """Raise a KeyError naming the fix when ``cfg`` lacks frn-det's keys (add_frn_config)."""
     if "FRN" not in cfg.MODEL or "PADDING_AWARE_NORM" not in cfg.MODEL:
         raise KeyError(
             "cfg.MODEL.FRN is missing: frn-det components read their FRN options from it; "
             "call frn_det.config.add_frn_config(cfg) before merging a config file"
         )
-    options = frn_options(cfg, fc=fc)
+
+
+def norm_options(
+    cfg: CfgNode, norm: NormSpec = None, *, fc: bool = False, regions: bool = False
+) -> dict[str, object]:
+    """The keyword options of a component's ``get_norm_act`` calls for ``norm``.
+
+    What the config gives ``norm`` (its registry entry's ``config_options``: MODEL.FRN's
+    eps and learned eps for FRN, nothing for stock norms) plus where the slot runs:
+    ``regions=True`` for per-region features (RoI heads); otherwise maps of the padded
+    batch, padding-aware when MODEL.PADDING_AWARE_NORM is True. ``fc=True`` for the slots
+    after fully connected layers. Names the fix when add_frn_config was not called.
+    """
+    require_frn_config(cfg)
+    options = norm_config_options(norm, cfg, fc=fc)
     if regions:
         options["regions"] = True
     elif not fc:

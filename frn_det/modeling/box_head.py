@@ -12,8 +12,8 @@ from detectron2.modeling import ROI_BOX_HEAD_REGISTRY
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead
 from torch import nn
 
-from ..layers.norm_act import NormAct, get_activation, get_fc_norm_act, get_norm_act
-from ._slots import Norm, activation_module, norm_options
+from ..layers.norm_act import NormAct, NormSpec, get_activation, get_fc_norm_act, get_norm_act
+from ._slots import activation_module, norm_options
 
 __all__ = ["AFTER_FC_CHOICES", "FRNConvFCHead"]
 
@@ -41,7 +41,7 @@ class FRNConvFCHead(FastRCNNConvFCHead):
         *,
         conv_dims: list[int],
         fc_dims: list[int],
-        conv_norm: Norm = "",
+        conv_norm: NormSpec = "",
         norm_options: Mapping[str, object] | None = None,
         fc_norm_options: Mapping[str, object] | None = None,
         after_fc: str = "TLU",
@@ -99,11 +99,11 @@ class FRNConvFCHead(FastRCNNConvFCHead):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: ShapeSpec) -> dict[str, object]:
-        """The stock head's arguments plus FRN options for its conv and fc slots."""
+        """The stock head's arguments plus the norm's options for its conv and fc slots."""
         ret = super().from_config(cfg, input_shape)
         ret.update(
-            norm_options=norm_options(cfg, regions=True),
-            fc_norm_options=norm_options(cfg, fc=True),
+            norm_options=norm_options(cfg, ret["conv_norm"], regions=True),
+            fc_norm_options=norm_options(cfg, ret["conv_norm"], fc=True),
             after_fc=cfg.MODEL.FRN.AFTER_FC,
         )
         return ret

@@ -11,8 +11,8 @@ from detectron2.modeling import ROI_MASK_HEAD_REGISTRY
 from detectron2.modeling.roi_heads.mask_head import BaseMaskRCNNHead, MaskRCNNConvUpsampleHead
 from torch import nn
 
-from ..layers.norm_act import get_norm_act
-from ._slots import Norm, activation_module, norm_options
+from ..layers.norm_act import NormSpec, get_norm_act
+from ._slots import activation_module, norm_options
 
 __all__ = ["FRNMaskRCNNConvUpsampleHead"]
 
@@ -36,7 +36,7 @@ class FRNMaskRCNNConvUpsampleHead(MaskRCNNConvUpsampleHead):
         *,
         num_classes: int,
         conv_dims: list[int],
-        conv_norm: Norm = "",
+        conv_norm: NormSpec = "",
         norm_options: Mapping[str, object] | None = None,
         **kwargs: object,
     ) -> None:
@@ -81,7 +81,7 @@ class FRNMaskRCNNConvUpsampleHead(MaskRCNNConvUpsampleHead):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: ShapeSpec) -> dict[str, object]:
-        """The stock head's arguments plus FRN options for its conv slots."""
+        """The stock head's arguments plus the norm's options for its conv slots."""
         ret = super().from_config(cfg, input_shape)
-        ret["norm_options"] = norm_options(cfg, regions=True)
+        ret["norm_options"] = norm_options(cfg, ret["conv_norm"], regions=True)
         return ret

@@ -13,8 +13,8 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
 from torch import nn
 
-from ..layers.norm_act import NormAct, get_norm_act
-from ._slots import Norm, activation_module, norm_options
+from ..layers.norm_act import NormAct, NormSpec, get_norm_act
+from ._slots import activation_module, norm_options
 from .meta_arch import RecordsImageSizes
 
 __all__ = ["FRNRetinaNet", "FRNRetinaNetHead"]
@@ -44,7 +44,7 @@ class FRNRetinaNetHead(RetinaNetHead):
         num_classes: int,
         num_anchors: int,
         conv_dims: list[int],
-        norm: Norm = "",
+        norm: NormSpec = "",
         prior_prob: float = 0.01,
         norm_options: Mapping[str, object] | None = None,
     ) -> None:
@@ -70,7 +70,7 @@ class FRNRetinaNetHead(RetinaNetHead):
         # Focal loss starts stable when every anchor's score begins at the prior.
         torch.nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
 
-    def _slot(self, norm: Norm, channels: int, options: dict[str, object]) -> NormAct:
+    def _slot(self, norm: NormSpec, channels: int, options: dict[str, object]) -> NormAct:
         slot = get_norm_act(norm, channels, act=True, **options)
         if isinstance(norm, str) and norm in _PER_LEVEL_BN_NORMS:
             per_level = CycleBatchNormList(
@@ -87,7 +87,7 @@ class FRNRetinaNetHead(RetinaNetHead):
         self,
         in_dims: list[int],
         out_dims: list[int],
-        norm: Norm,
+        norm: NormSpec,
         options: dict[str, object],
     ) -> list[nn.Module]:
         layers: list[nn.Module] = []
@@ -103,9 +103,9 @@ class FRNRetinaNetHead(RetinaNetHead):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: list[ShapeSpec]) -> dict[str, object]:
-        """The stock head's arguments plus FRN options for its slots."""
+        """The stock head's arguments plus the norm's options for its slots."""
         ret = super().from_config(cfg, input_shape)
-        ret["norm_options"] = norm_options(cfg)
+        ret["norm_options"] = norm_options(cfg, ret["norm"])
         return ret
 
 

@@ -9,8 +9,8 @@ from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import RPN_HEAD_REGISTRY
 from detectron2.modeling.proposal_generator.rpn import StandardRPNHead
 
-from ..layers.norm_act import get_norm_act
-from ._slots import Norm, activation_module, norm_options
+from ..layers.norm_act import NormSpec, get_norm_act
+from ._slots import activation_module, norm_options, require_frn_config
 
 __all__ = ["FRNRPNHead"]
 
@@ -31,7 +31,7 @@ class FRNRPNHead(StandardRPNHead):
         num_anchors: int,
         box_dim: int = 4,
         conv_dims: Sequence[int] = (-1,),
-        norm: Norm = "",
+        norm: NormSpec = "",
         norm_options: Mapping[str, object] | None = None,
     ) -> None:
         # Read by _get_rpn_conv, which the stock __init__ calls; plain attributes may be
@@ -56,8 +56,9 @@ class FRNRPNHead(StandardRPNHead):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: list[ShapeSpec]) -> dict[str, object]:
-        """The stock head's arguments plus MODEL.RPN.NORM and its FRN options."""
-        options = norm_options(cfg)  # first: it names the fix when MODEL.RPN.NORM is missing
+        """The stock head's arguments plus MODEL.RPN.NORM and its options."""
+        require_frn_config(cfg)  # first: it names the fix when MODEL.RPN.NORM is missing
         ret = super().from_config(cfg, input_shape)
-        ret.update(norm=cfg.MODEL.RPN.NORM, norm_options=options)
+        norm = cfg.MODEL.RPN.NORM
+        ret.update(norm=norm, norm_options=norm_options(cfg, norm))
         return ret

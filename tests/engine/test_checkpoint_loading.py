@@ -19,6 +19,7 @@ from frn_det.checkpoint import (
     CheckpointShapeError,
     CorruptCheckpointError,
     FRNCheckpointer,
+    norm_specific_keys,
 )
 from frn_det.engine import Trainer, build_config, setup
 
@@ -265,6 +266,50 @@ def test_a_bn_checkpoint_gives_an_frn_model_its_convs_but_not_bns_scale_and_bias
     assert torch.equal(frn.conv.weight, bn.conv.weight)
     assert torch.equal(frn.norm.weight, torch.ones(4))
     assert torch.equal(frn.norm.bias, torch.zeros(4))
+
+
+def test_frns_tau_and_learned_eps_are_its_own_parameters():
+    assert norm_specific_keys(_frn()) == {"norm.tau": "FRN"}
+    from frn_det.layers import FilterResponseNorm2d
+
+    with_eps = _ConvNorm(FilterResponseNorm2d(4, learnable_eps=True))
+    assert norm_specific_keys(with_eps) == {"norm.learned_eps": "FRN", "norm.tau": "FRN"}
+    assert norm_specific_keys(_ConvNorm(nn.BatchNorm2d(4))) == {}
+
+
+@pytest.fixture
+def loading_log() -> Iterator[list[str]]:
+    """What frn_det.checkpoint and fvcore's checkpointer log at INFO and above meanwhile."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = Collect(level=logging.INFO)
+    loggers = [logging.getLogger("frn_det.checkpoint"), logging.getLogger("fvcore")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    yield messages
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_a_bn_checkpoint_in_an_frn_model_reports_tau_as_expected_not_as_missing(
+    tmp_path, loading_log
+):
+    path = _save(_ConvNorm(nn.BatchNorm2d(4)), tmp_path / "bn.pth")
+    FRNCheckpointer(_frn()).load(path)
+    messages = loading_log
+    assert (
+        f"Checkpoint {path} was trained with another norm than FRN: the model's 1 FRN layers "
+        "keep their initial values. Not loaded: its 5 tensors at those layers (e.g. "
+        "norm.weight). Not in it, as expected: 1 parameters specific to FRN (tau)."
+    ) in messages
+    assert not [m for m in messages if "not found in the checkpoint" in m]
 
 
 def test_an_frn_checkpoint_loads_every_frn_parameter(tmp_path):

@@ -10,7 +10,13 @@ from detectron2.layers.batch_norm import LayerNorm as D2LayerNorm
 from torch import nn
 
 from frn_det.config import add_frn_config
-from frn_det.layers import TLU, FilterResponseNorm1d, FilterResponseNorm2d
+from frn_det.layers import (
+    TLU,
+    FilterResponseNorm1d,
+    FilterResponseNorm2d,
+    register_norm,
+    unregister_norm,
+)
 from frn_det.solver import build_optimizer, get_optimizer_params
 
 
@@ -128,3 +134,19 @@ def test_gradient_clipping_is_applied_when_enabled():
 def test_conflicting_bias_overrides_are_refused():
     with pytest.raises(ValueError, match="bias"):
         get_optimizer_params(_Net(), base_lr=0.1, weight_decay_bias=0.0, overrides={"bias": {}})
+
+
+def test_the_classes_of_a_newly_registered_norm_get_weight_decay_norm():
+    class Scale(nn.Module):
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(channels))
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), Scale(4))
+    assert _decay_of(build_optimizer(_cfg(), net))[net[1].scale] == pytest.approx(1e-4)
+    register_norm("scale", Scale, norm_types=(Scale,))
+    try:
+        decay = _decay_of(build_optimizer(_cfg(), net))
+    finally:
+        unregister_norm("scale")
+    assert decay[net[1].scale] == 0.0 and decay[net[0].weight] == pytest.approx(1e-4)

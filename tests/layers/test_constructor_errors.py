@@ -10,6 +10,7 @@ from frn_det.layers import (
     FilterResponseNorm2d,
     PaddingAwareTLU,
     register_norm,
+    registered_norms,
 )
 
 NUM_FEATURES = "num_features must be an integer >= 1"
@@ -41,3 +42,18 @@ def test_register_norm_refuses_a_builder_that_is_not_callable():
         register_norm("x", 42)
     with pytest.raises(TypeError, match="padding_aware must be callable .* str 'yes'"):
         register_norm("x", lambda c: None, padding_aware="yes")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"norm_types": (int,)}, TypeError, "norm_types must hold nn.Module subclasses, got type"),
+        ({"specific_parameters": "tau"}, TypeError, r"got the str 'tau'; write \('tau',\)"),
+        ({"specific_parameters": ("norm.tau",)}, ValueError, "without dots.*got 'norm.tau'"),
+        ({"config_options": {"eps": 1}}, TypeError, r"config_options must be callable"),
+    ],
+)
+def test_register_norm_refuses_bad_declarations_by_name(arguments, error, message):
+    with pytest.raises(error, match=message):
+        register_norm("x", lambda c: None, **arguments)
+    assert "x" not in registered_norms()

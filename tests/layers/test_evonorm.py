@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from detectron2.config import get_cfg
 from torch import nn
 from torch.func import functional_call
 
 from frn_det import integration
+from frn_det.config import add_frn_config
 from frn_det.layers import (
     EvoNormB0,
     EvoNormS0,
@@ -17,6 +19,7 @@ from frn_det.layers import (
     get_activation,
     get_fc_norm_act,
     get_norm_act,
+    norm_config_options,
     padding,
     registered_norms,
 )
@@ -389,9 +392,14 @@ def test_registry_names_build_the_fused_slots(name, plain, aware):
     assert type(norm) is aware
     norm, _ = get_norm_act(name, 64, act=True, regions=True)
     assert type(norm) is plain
-    # the options components pass are FRN's; EvoNorm keeps its own eps
-    norm, _ = get_norm_act(name, 64, act=True, eps=1e-6, learnable_eps=True)
+    # a config's MODEL.FRN options are FRN's: EvoNorm gets none and keeps its own eps
+    cfg = add_frn_config(get_cfg())
+    cfg.MODEL.FRN.EPS, cfg.MODEL.FRN.LEARNABLE_EPS = 1e-6, True
+    assert norm_config_options(name, cfg) == norm_config_options(name, cfg, fc=True) == {}
+    norm, _ = get_norm_act(name, 64, act=True, **norm_config_options(name, cfg))
     assert norm.eps == EPS
+    # options given to get_norm_act are EvoNorm's own
+    assert get_norm_act(name, 64, act=True, eps=1e-3).norm.eps == 1e-3
     # a bare ReLU (after a residual addition or a fully connected layer) stays a ReLU
     assert get_activation(name, 64) is F.relu
     assert get_fc_norm_act(name, 64) == (None, F.relu)

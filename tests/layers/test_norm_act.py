@@ -9,11 +9,20 @@ from torch import nn
 
 from frn_det.layers import (
     TLU,
+    EvoNormB0,
+    EvoNormS0,
     FilterResponseNorm1d,
     FilterResponseNorm2d,
+    PaddingAwareFilterResponseNorm2d,
+    PaddingAwareTLU,
     get_activation,
     get_fc_norm_act,
     get_norm_act,
+    norm_config_options,
+    norm_entry,
+    norm_module_types,
+    norm_names_of,
+    padding,
     register_norm,
     registered_norms,
     unregister_norm,
@@ -132,3 +141,61 @@ def test_registering_a_taken_name_needs_overwrite():
 def test_registering_a_non_string_name_is_refused():
     with pytest.raises(TypeError, match="norm name must be a str"):
         register_norm(3, lambda c: nn.GroupNorm(8, c))
+
+
+def test_the_registry_knows_frn_and_evonorm_classes_as_norms_wherever_they_are_built():
+    types = norm_module_types()
+    for cls in (FilterResponseNorm2d, FilterResponseNorm1d, TLU, EvoNormS0, EvoNormB0, LayerNorm):
+        assert cls in types, cls
+    assert norm_names_of(PaddingAwareFilterResponseNorm2d(4)) == ["FRN"]
+    assert norm_names_of(PaddingAwareTLU(4)) == ["FRN"]
+    assert norm_names_of(padding.PaddingAwareGroupNorm(2, 4)) == ["GN"]
+    assert norm_names_of(nn.Conv2d(4, 4, 1)) == []
+
+
+def test_only_frn_declares_parameters_of_its_own_and_config_options():
+    assert norm_entry("FRN").specific_parameters == ("tau", "learned_eps")
+    for name in registered_norms():
+        if name != "FRN":
+            assert norm_entry(name).specific_parameters == (), name
+            assert norm_entry(name).config_options is None, name
+
+
+def test_a_registered_name_is_a_norm_by_the_classes_its_builders_return():
+    class Scale(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(channels))
+
+    register_norm("scale", Scale)
+    try:
+        assert Scale not in norm_module_types()  # nothing built yet, none declared
+        get_norm_act("scale", 4)
+        assert Scale in norm_module_types()
+        assert norm_names_of(Scale(2)) == ["scale"]
+    finally:
+        unregister_norm("scale")
+    assert Scale not in norm_module_types()
+
+
+def test_declared_classes_and_config_options_come_from_the_entry():
+    class Scale(nn.Module):
+        def __init__(self, channels, init=1.0):
+            super().__init__()
+            self.scale = nn.Parameter(torch.full((channels,), init))
+
+    register_norm(
+        "scale",
+        lambda channels, act, **options: Scale(channels, **options),
+        fuses_activation=True,
+        norm_types=(Scale,),
+        config_options=lambda cfg, fc: {"init": cfg["init"] * (2 if fc else 1)},
+    )
+    try:
+        assert Scale in norm_module_types()
+        assert norm_config_options("scale", {"init": 3.0}) == {"init": 3.0}
+        assert norm_config_options("scale", {"init": 3.0}, fc=True) == {"init": 6.0}
+    finally:
+        unregister_norm("scale")
+    assert norm_config_options("GN", {"init": 3.0}) == {}
+    assert norm_config_options(lambda c: nn.GroupNorm(2, c), {}) == {}

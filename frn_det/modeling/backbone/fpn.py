@@ -7,18 +7,15 @@ so that its convs keep their biases exactly as stock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch.nn.functional as F
 from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
-from torch import nn
 
 from ...layers import padding
-from ...layers.norm_act import get_norm_act
+from ...layers.norm_act import NormSpec, get_norm_act
 from .._slots import norm_options
 from .resnet import build_frn_resnet_backbone
 
@@ -30,13 +27,13 @@ __all__ = [
 ]
 
 
-def fpn_norm(cfg: CfgNode) -> str | Callable[[int], nn.Module | None]:
+def fpn_norm(cfg: CfgNode) -> NormSpec:
     """The ``norm`` argument for detectron2's ``FPN``: "" or ``channels -> norm module``."""
     name = cfg.MODEL.FPN.NORM
     if name == "":
         # FPN decides its conv biases by ``norm == ""``; a callable would drop them.
         return ""
-    options = norm_options(cfg)
+    options = norm_options(cfg, name)
     return lambda channels: get_norm_act(name, channels, act=False, **options).norm
 
 

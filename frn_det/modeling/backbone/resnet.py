@@ -25,8 +25,8 @@ from detectron2.modeling.backbone import ResNet
 from torch import nn
 
 from ...layers import padding
-from ...layers.norm_act import get_activation, get_norm_act
-from .._slots import Norm, norm_options
+from ...layers.norm_act import NormSpec, get_activation, get_norm_act
+from .._slots import norm_options
 
 __all__ = [
     "FRNBasicBlock",
@@ -44,7 +44,7 @@ _BLOCKS_PER_STAGE = {
 }
 
 
-def _zero_init_scale(conv: Conv2d, norm: Norm) -> None:
+def _zero_init_scale(conv: Conv2d, norm: NormSpec) -> None:
     # Start the residual branch at zero so the block begins as the identity ("Accurate,
     # Large Minibatch SGD", Sec. 5.1); detectron2 leaves this commented out in its blocks.
     scale = getattr(conv.norm, "weight", None)
@@ -68,7 +68,7 @@ class FRNBasicStem(CNNBlockBase):
         self,
         in_channels: int = 3,
         out_channels: int = 64,
-        norm: Norm = "BN",
+        norm: NormSpec = "BN",
         norm_options: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(in_channels, out_channels, 4)
@@ -109,7 +109,7 @@ class _ResidualBlock(CNNBlockBase):
         in_channels: int,
         out_channels: int,
         stride: int,
-        norm: Norm,
+        norm: NormSpec,
         options: Mapping[str, object],
     ) -> None:
         super().__init__(in_channels, out_channels, stride)
@@ -150,7 +150,7 @@ class FRNBasicBlock(_ResidualBlock):
         out_channels: int,
         *,
         stride: int = 1,
-        norm: Norm = "BN",
+        norm: NormSpec = "BN",
         norm_options: Mapping[str, object] | None = None,
         zero_init_last_norm: bool = False,
     ) -> None:
@@ -202,7 +202,7 @@ class FRNBottleneckBlock(_ResidualBlock):
         bottleneck_channels: int,
         stride: int = 1,
         num_groups: int = 1,
-        norm: Norm = "BN",
+        norm: NormSpec = "BN",
         stride_in_1x1: bool = False,
         dilation: int = 1,
         norm_options: Mapping[str, object] | None = None,
@@ -283,13 +283,13 @@ def _check_resnet_config(cfg: CfgNode) -> None:
 def build_frn_resnet_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> ResNet:
     """detectron2's ``ResNet`` from the same MODEL.RESNETS keys as ``build_resnet_backbone``.
 
-    Norm sites are norm-act slots of MODEL.RESNETS.NORM with FRN options from MODEL.FRN;
+    Norm sites are norm-act slots of MODEL.RESNETS.NORM with its options from the config;
     MODEL.RESNETS.ZERO_INIT_LAST_NORM zero-initialises each block's last scale.
     """
     _check_resnet_config(cfg)
     r = cfg.MODEL.RESNETS
     norm = r.NORM
-    options = norm_options(cfg)
+    options = norm_options(cfg, norm)
     stem = FRNBasicStem(
         in_channels=input_shape.channels,
         out_channels=r.STEM_OUT_CHANNELS,
