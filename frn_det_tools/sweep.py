@@ -90,7 +90,9 @@ PADDING_AWARE_SUFFIX = "_pa"
 # total batch, schedule and images at each step for every point; only how they are split
 # into processes of N images changes.
 DESIGNS = ("fixed_images", "fixed_batch")
-# The order norms are listed in tables and plots; others follow alphabetically.
+# The order norms are listed in tables and plots; others follow alphabetically. A sweep's
+# norm names are file-name text (the {norm} of configs/..._{norm}.yaml), not registry names:
+# the config file sets the NORM keys, so the sweep needs no table from one to the other.
 CANONICAL_NORMS = ("bn", "syncbn", "gn", "frn")
 # The sweep sets these per run; an override among the KEY VALUE options would silently
 # break the folder layout or the grid.
