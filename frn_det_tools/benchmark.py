@@ -46,6 +46,7 @@ from torch import nn
 from frn_det.config import add_frn_config
 from frn_det.engine.trainer import Trainer, prepare_config
 from frn_det.layers.frn import frn_impl
+from frn_det.model_zoo import configs_root
 from frn_det.solver import build_optimizer
 
 __all__ = [
@@ -61,7 +62,6 @@ __all__ = [
     "target_summary",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
 NORMS = ("BN", "GN", "SyncBN", "FRN")
 DEFAULT_CONFIG = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x_{norm}.yaml"
 # The same network for every norm, so that only the norm differs: every stage trains
@@ -157,9 +157,10 @@ def check_common_args(
 
 
 def config_path(template: str, norm: str) -> Path:
-    """The config file of ``norm``: ``template`` with {norm}, relative to configs/."""
+    """The config file of ``norm``: ``template`` with {norm}, relative to frn-det's
+    packaged configs (the repository's configs/) unless absolute; it may not exist."""
     path = Path(template.format(norm=norm.lower()))
-    return path if path.is_absolute() else REPO / "configs" / path
+    return path if path.is_absolute() else configs_root() / path
 
 
 def build_config(
@@ -393,7 +394,6 @@ def cpu_peak_rss(spec: BenchSpec, name: str, norm: str) -> dict[str, float]:
     # A fixed threshold turns off glibc's adaptive one: every block >= 64 KiB is mmapped and
     # unmapped when freed, so the resident set tracks live tensors.
     env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     payload = json.dumps({"spec": dataclasses.asdict(spec), "name": name, "norm": norm})
     done = subprocess.run(
         [sys.executable, "-m", "frn_det_tools.benchmark", payload],
@@ -450,7 +450,7 @@ def run_benchmark(
         row: dict[str, Any] = {
             "norm": run.name,
             "impl": run.impl if run.norm == "FRN" else None,
-            "config": str(config_path(spec.config, run.norm).relative_to(REPO))
+            "config": f"configs/{spec.config.format(norm=run.norm.lower())}"
             if not Path(spec.config).is_absolute()
             else str(config_path(spec.config, run.norm)),
             "s_per_iter": median,

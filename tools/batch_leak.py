@@ -11,13 +11,7 @@ The logic is in frn_det_tools.batch_leak.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run from a checkout without installing frn-det: make the repository importable.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from frn_det_tools.batch_leak import main  # noqa: E402
+from frn_det_tools.batch_leak import main
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,6 @@ import io
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,10 +30,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from frn_det_tools.benchmark import check_common_args  # noqa: E402
-from frn_det_tools.synthetic import IOU_TYPES, make_synthetic_coco  # noqa: E402
+from frn_det_tools.benchmark import check_common_args
+from frn_det_tools.synthetic import IOU_TYPES, make_synthetic_coco
 
 DEFAULT_IMAGES = {"bbox": 5000, "segm": 500}
 TARGET_SPEEDUP = 3.0

@@ -26,10 +26,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from frn_det.layers.frn import FRN_IMPLS  # noqa: E402
-from frn_det_tools.benchmark import (  # noqa: E402
+from frn_det.layers.frn import FRN_IMPLS
+from frn_det_tools.benchmark import (
     DEFAULT_CONFIG,
     NORMS,
     SAME_NETWORK_OPTS,

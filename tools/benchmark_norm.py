@@ -28,22 +28,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from frn_det.layers import padding  # noqa: E402
-from frn_det.layers.evonorm import (  # noqa: E402
+from frn_det.layers import padding
+from frn_det.layers.evonorm import (
     EvoNormB0,
     EvoNormS0,
     PaddingAwareEvoNormB0,
     PaddingAwareEvoNormS0,
 )
-from frn_det.layers.frn import (  # noqa: E402
+from frn_det.layers.frn import (
     FilterResponseNorm1d,
     FilterResponseNorm2d,
     PaddingAwareFilterResponseNorm2d,
     frn_impl,
 )
-from frn_det_tools.benchmark import check_common_args  # noqa: E402
+from frn_det_tools.benchmark import check_common_args
 
 SHAPES: dict[str, tuple[int, ...]] = {
     "stem": (2, 64, 400, 608),

@@ -5,19 +5,25 @@
     python tools/cuda_check.py --dry-run     # the steps, their commands and limits
     python tools/cuda_check.py --cpu-smoke --out /tmp/cuda --work /tmp/cuda-work
 
-The logic is in frn_det_tools.cuda_check (its docstring lists the steps and exit statuses).
+Run it from the repository root: the checkout it checks (tests/, tools/, configs/) is the
+working directory. Where frn-det is not installed (a GPU machine without make env),
+``python -m frn_det_tools.cuda_check`` from the root runs the same. The logic is in
+frn_det_tools.cuda_check (its docstring lists the steps and exit statuses).
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-# Run from a checkout without installing frn-det: make the repository importable.
-sys.path.insert(0, str(REPO))
-
-from frn_det_tools.cuda_check import main  # noqa: E402
+try:
+    from frn_det_tools.cuda_check import main
+except ModuleNotFoundError as error:
+    if not (error.name or "").startswith("frn_det"):
+        raise
+    sys.exit(
+        f"{error}: install frn-det (make env), or run python -m frn_det_tools.cuda_check "
+        "from the repository root"
+    )
 
 if __name__ == "__main__":
-    sys.exit(main(repo=REPO))
+    sys.exit(main())

@@ -11,12 +11,8 @@ DIR (default: OUTPUT/summary). The logic is in frn_det_tools.summarize.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-# Run from a checkout without installing frn-det: make the repository importable.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from frn_det_tools.summarize import main  # noqa: E402
+from frn_det_tools.summarize import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,12 +14,8 @@ frn_det_tools.sweep.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-# Run from a checkout without installing frn-det: make the repository importable.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from frn_det_tools.sweep import main  # noqa: E402
+from frn_det_tools.sweep import main
 
 if __name__ == "__main__":
     sys.exit(main())

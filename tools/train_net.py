@@ -14,13 +14,7 @@ with exit status 2, before anything starts. The logic is in frn_det.engine.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run from a checkout without installing frn-det: make the repository importable.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from frn_det.engine.cli import run  # noqa: E402
+from frn_det.engine.cli import run
 
 
 def cli(argv: list[str] | None = None) -> None:
