@@ -51,12 +51,13 @@ def installed(tmp_path_factory) -> Path:
 
 
 def _run_isolated(installed: Path, args: list[str]) -> subprocess.CompletedProcess:
-    # -P: neither the working directory nor a script's folder goes on sys.path; the
-    # checkout is reachable only if something finds it through a path of its own.
+    # Run beside the install, away from the checkout; -P (Python >= 3.11) keeps even that
+    # folder off sys.path, so the checkout is reachable only through a path of its own.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(installed)
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
     return subprocess.run(
-        [sys.executable, "-P", *args],
+        [sys.executable, *safe_path, *args],
         capture_output=True,
         text=True,
         cwd=installed.parent,
