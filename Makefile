@@ -39,4 +39,4 @@ clean-env:
 CUDA_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 .PHONY: cuda-check
 cuda-check:
-	$(CUDA_PYTHON) tools/cuda_check.py $(CUDA_CHECK_ARGS)
+	$(CUDA_PYTHON) -m frn_det_tools.cuda_check $(CUDA_CHECK_ARGS)

@@ -1,6 +1,7 @@
 """frn-det's research tooling, apart from the library a detectron2 user imports (frn_det):
 sweeps of training runs and their summaries (``sweep``, ``summarize``), benchmarks
-(``benchmark``), the model-zoo catalog and its evaluation (``model_zoo``), the
+(``benchmark``), catalog entries from sweep runs and MODEL_ZOO.md (``model_zoo``), the
+evaluation of catalog entries (``eval_zoo``), the
 batch-independence table (``batch_leak``), the CUDA check (``cuda_check``), drawn
 predictions (``visualization``) and synthetic COCO results for timing the evaluation
 backends (``synthetic``). The scripts in tools/ are their command lines.

@@ -81,7 +81,7 @@ def test_the_cpu_smoke_run_passes_end_to_end_and_writes_every_result(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--cpu-smoke", "--out", str(out), "--work", str(work)],
-        capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=420,
+        capture_output=True, text=True, env=_env(), cwd=REPO, timeout=420,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
