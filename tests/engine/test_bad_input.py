@@ -19,7 +19,8 @@ from detectron2.data.datasets import register_coco_instances
 
 from frn_det.config import add_frn_config
 from frn_det.engine import argument_parser, build_config, validation
-from frn_det.engine.cli import check_args, exit_on_bad_input
+from frn_det.engine.cli import check_args
+from frn_det.engine.exits import exit_on_bad_input
 from frn_det.engine.validation import (
     InputError,
     check_config,
@@ -290,7 +291,7 @@ def test_exit_on_bad_input_lets_good_runs_and_unrelated_errors_through():
 
 
 def test_a_truncated_large_annotation_file_is_found_without_parsing_it(coco_dataset, monkeypatch):
-    monkeypatch.setattr(validation, "PARSE_LIMIT_BYTES", 0)  # every file counts as large
+    monkeypatch.setattr(validation.datasets, "PARSE_LIMIT_BYTES", 0)  # every file counts as large
     whole = json.dumps(GOOD_COCO).encode()
     check_datasets(_dataset_config(coco_dataset(whole)))
     with pytest.raises(InputError, match=r"does not end with '}': it looks truncated"):
