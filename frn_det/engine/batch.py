@@ -10,6 +10,7 @@ the same: going from 16 to 4 images divides the LR by 4 and multiplies iteration
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import logging
 import math
@@ -18,7 +19,7 @@ from collections.abc import Collection
 
 from detectron2.config import CfgNode
 
-__all__ = ["RESCALED_KEYS", "apply_ims_per_gpu", "check_ims_per_gpu"]
+__all__ = ["RESCALED_KEYS", "apply_ims_per_gpu", "check_ims_per_gpu", "ims_per_gpu_arg"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,16 @@ def check_ims_per_gpu(value: object) -> int:
             f"got {value!r}"
         )
     return int(value)
+
+
+def ims_per_gpu_arg(text: str) -> int:
+    """argparse ``type`` of the command lines' ``--ims-per-gpu``: an integer >= 1."""
+    try:
+        return check_ims_per_gpu(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 1 (images per GPU), got {text!r}"
+        ) from None
 
 
 def _round(x: float) -> int:

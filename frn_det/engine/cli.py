@@ -14,7 +14,10 @@ checkpoint that cannot be read or does not fit the model) raises ``validation.In
 in the launching process, before any process starts or anything is written;
 ``exit_on_bad_input`` turns it into a one-paragraph message and exit status 2. A run that
 fails later for a reason it explains (a non-finite loss) exits with status 1 and that
-explanation, without a traceback.
+explanation, without a traceback (``frn_det.engine.exits``).
+
+The config of a run is built by ``frn_det.engine.run_config.build_config``, the one path
+every entry point takes; ``setup`` adds logging, ``main`` hands the config to the Trainer.
 """
 
 from __future__ import annotations
@@ -23,13 +26,11 @@ import argparse
 import contextlib
 import logging
 import os
-import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from detectron2.config import CfgNode
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
@@ -37,73 +38,38 @@ from detectron2.utils import comm
 from detectron2.utils.collect_env import collect_env_info
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
-from torch.multiprocessing import ProcessExitedException
 
 # Imported for their registrations: FRN-aware components and the embedded datasets.
 import frn_det.data  # noqa: F401
 import frn_det.modeling  # noqa: F401
-from frn_det.checkpoint import CheckpointError, FRNCheckpointer, NonFiniteCheckpointError
-from frn_det.data.shapes import ShapesDatasetError
+from frn_det.checkpoint import CheckpointError, FRNCheckpointer
 
-from .batch import RESCALED_KEYS, check_ims_per_gpu
-from .launch import distributed_backend, launch
-from .trainer import NonFiniteLossError, Trainer, log_results, prepare_config
-from .validation import InputError, check_config, check_datasets, explain_config_error, load_config
+from .batch import ims_per_gpu_arg
+from .exits import (
+    exit_on_bad_input,
+    launch_exiting_as_explained,
+    run_explaining_failures,
+    stops_in_one_line,
+)
+from .launch import distributed_backend
+from .run_config import build_config
+from .trainer import Trainer, log_results
+from .validation import InputError, check_datasets
 
 logger = logging.getLogger(__name__)
-
-EXIT_BAD_INPUT = 2
-"""Exit status for bad input (argparse's for a bad command line)."""
-EXIT_FAILED_RUN = 1
-"""Exit status for a run that started and stopped for a reason it explains (divergence)."""
 
 __all__ = [
     "argument_parser",
     "backend_for_args",
-    "build_config",
     "check_args",
     "check_launch_args",
     "check_output_dir",
     "check_weights",
-    "exit_on_bad_input",
-    "ims_per_gpu_arg",
-    "launch_exiting_as_explained",
     "main",
+    "run",
     "save_config",
     "setup",
 ]
-
-
-def ims_per_gpu_arg(text: str) -> int:
-    """argparse ``type`` of ``--ims-per-gpu``: an integer >= 1."""
-    try:
-        return check_ims_per_gpu(int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer >= 1 (images per GPU), got {text!r}"
-        ) from None
-
-
-def launch_exiting_as_explained(
-    main_func: Callable[[argparse.Namespace], Any], args: argparse.Namespace, backend: str
-) -> None:
-    """``launch(main_func, ...)`` with the launch flags of ``args``; a launched process that
-    explained its failure (bad input: status 2, a stopped run: 1) ends this one with its
-    status instead of torch's ProcessExitedException traceback."""
-    try:
-        launch(
-            main_func,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-            backend=backend,
-        )
-    except ProcessExitedException as error:
-        if error.exit_code in (EXIT_BAD_INPUT, EXIT_FAILED_RUN):
-            raise SystemExit(error.exit_code) from None
-        raise
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -141,59 +107,6 @@ def check_launch_args(args: argparse.Namespace) -> None:
             f"--dist-url auto picks a free port on this machine, so it needs --num-machines 1, "
             f"got {args.num_machines}; give every machine the same tcp://HOST:PORT of machine 0"
         )
-
-
-def _world_size(args: argparse.Namespace) -> int:
-    # Inside a launched process the process group is the truth; before launch (choosing the
-    # backend) the command line is all there is.
-    if dist.is_available() and dist.is_initialized():
-        return comm.get_world_size()
-    return args.num_gpus * args.num_machines
-
-
-def _merged_config(args: argparse.Namespace) -> CfgNode:
-    cfg = load_config(args.config_file, args.opts or [])
-    if getattr(args, "ims_per_gpu", None) is not None:
-        cfg.SOLVER.IMS_PER_GPU = args.ims_per_gpu
-    return cfg
-
-
-def _typed_schedule_keys(args: argparse.Namespace) -> list[str]:
-    """The rescaled keys given as KEY VALUE options: per-GPU batch scaling keeps them as
-    typed, unless SOLVER.REFERENCE_WORLD_BATCH is given too, which declares them a schedule
-    written for that batch (how a sweep passes a shortened reference schedule)."""
-    keys = list((args.opts or [])[::2])
-    if "SOLVER.REFERENCE_WORLD_BATCH" in keys:
-        return []
-    return [key for key in RESCALED_KEYS if key in keys]
-
-
-def _prepared_config(merged: CfgNode, args: argparse.Namespace) -> CfgNode:
-    world_size = _world_size(args)
-    try:
-        cfg = prepare_config(merged, world_size, keep=_typed_schedule_keys(args))
-    except ValueError as error:
-        # apply_ims_per_gpu's errors are all about config values (IMS_PER_GPU, STEPS, ...).
-        raise InputError(str(error)) from error
-    check_config(cfg, world_size, train=not getattr(args, "eval_only", False))
-    cfg.freeze()
-    return cfg
-
-
-def build_config(args: argparse.Namespace) -> CfgNode:
-    """The frozen config of a run: detectron2's defaults, frn-det's keys, ``--config-file``,
-    the trailing ``KEY VALUE`` options and ``--ims-per-gpu``, prepared for the world size
-    (``prepare_config``: per-GPU batch scaling, CPU fallback). Sets up no logging.
-
-    Schedule values typed among the ``KEY VALUE`` options (SOLVER.MAX_ITER 10) are used as
-    typed: ``--ims-per-gpu`` rescales only the others, unless SOLVER.REFERENCE_WORLD_BATCH
-    is typed too (then the typed schedule is the one written for that batch).
-
-    Raises:
-        InputError: for bad input in the config (``validation.load_config`` and
-            ``validation.check_config``); datasets are not checked (see ``check_args``).
-    """
-    return _prepared_config(_merged_config(args), args)
 
 
 def check_output_dir(cfg: CfgNode) -> None:
@@ -303,38 +216,6 @@ def check_args(args: argparse.Namespace) -> CfgNode:
     return cfg
 
 
-@contextlib.contextmanager
-def exit_on_bad_input(prog: str | None = None) -> Iterator[None]:
-    """Within the block, bad input ends the program with its explanation and exit status 2
-    (argparse's status for a bad command line) instead of a traceback.
-
-    Bad input is an ``InputError``, a ``ShapesDatasetError`` (the embedded dataset cannot
-    be written or is damaged on disk), a ``CheckpointError`` (a checkpoint that cannot be
-    read, or does not fit the model where it must), or a config merge error that
-    ``validation.explain_config_error`` recognises (for scripts that call detectron2's
-    ``merge_from_file`` themselves). Anything else propagates unchanged.
-
-    Args:
-        prog: the program name that starts the message (default: ``sys.argv[0]``'s name).
-    """
-    try:
-        yield
-    except (InputError, ShapesDatasetError, CheckpointError) as error:
-        _exit_with(str(error), prog, EXIT_BAD_INPUT)
-    except (KeyError, AssertionError, ValueError) as error:
-        explained = explain_config_error(error)
-        if explained is None:
-            raise
-        _exit_with(str(explained), prog, EXIT_BAD_INPUT)
-
-
-def _exit_with(message: str, prog: str | None, status: int) -> None:
-    # One paragraph: the messages are single lines, but a wrapped library error may not be.
-    message = " ".join(message.split())
-    print(f"{prog or os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
-    raise SystemExit(status)
-
-
 def backend_for_args(args: argparse.Namespace) -> str:
     """The torch.distributed backend for the run ``args`` describe: "nccl" or "gloo"."""
     return distributed_backend(build_config(args).MODEL.DEVICE)
@@ -363,10 +244,14 @@ def setup(args: argparse.Namespace, *, write_config: bool = True) -> CfgNode:
         InputError: as ``build_config`` and ``validation.check_datasets``, before
             anything is written.
     """
-    merged = _merged_config(args)
     rank = comm.get_rank()
-    setup_logger(merged.OUTPUT_DIR, distributed_rank=rank, name="frn_det")
-    cfg = _prepared_config(merged, args)
+
+    def log_to_output_dir(merged: CfgNode) -> None:
+        # Before preparing, so that log.txt records what preparing decides (the CPU
+        # fallback, the rescaled schedule).
+        setup_logger(merged.OUTPUT_DIR, distributed_rank=rank, name="frn_det")
+
+    cfg = build_config(args, on_merged=log_to_output_dir)
     check_datasets(cfg, train=not args.eval_only)
     if comm.is_main_process() and cfg.OUTPUT_DIR:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
@@ -392,23 +277,6 @@ def save_config(cfg: CfgNode) -> None:
     logging.getLogger("detectron2").info("Full config saved to %s", path)
 
 
-class _OneLineStop(logging.Filter):
-    """On detectron2's training loop logger: its "Exception during training" record of a
-    ``NonFiniteLossError`` becomes one line without the traceback (the error already
-    names the iteration, the loss terms and what to change)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, NonFiniteLossError | NonFiniteCheckpointError):
-            record.msg, record.args, record.exc_info, record.exc_text = (
-                "Training stopped: %s",
-                (error,),
-                None,
-                None,
-            )
-        return True
-
-
 def main(args: argparse.Namespace) -> dict[str, Any] | None:
     """Train (and evaluate at the end), or with ``--eval-only`` evaluate MODEL.WEIGHTS
     (strictly: the checkpoint must fit the model the config builds).
@@ -432,26 +300,16 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         save_config(cfg)
-        loop_logger = logging.getLogger("detectron2.engine.train_loop")
-        one_line = _OneLineStop()
-        loop_logger.addFilter(one_line)
-        try:
+        with stops_in_one_line():
             results = trainer.train()
-        finally:
-            loop_logger.removeFilter(one_line)
     log_results(results)
     return results
 
 
 def _main_explaining_failures(args: argparse.Namespace) -> None:
-    """``main`` in one process; its explained failures end the process with their message
-    and status (2 for bad input, 1 for a run that stopped) instead of a traceback, which in
-    launched processes torch would print once per process."""
-    with exit_on_bad_input():
-        try:
-            main(args)
-        except (NonFiniteLossError, NonFiniteCheckpointError) as error:
-            _exit_with(str(error), None, EXIT_FAILED_RUN)
+    """``main`` in one launched process, its explained failures ending the process with
+    their message and status (``exits.run_explaining_failures``)."""
+    run_explaining_failures(main, args)
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ from torch import nn
 
 # Imported for their registrations: the embedded datasets.
 import frn_det.data  # noqa: F401
-from frn_det.checkpoint import FRNCheckpointer, NonFiniteCheckpointError
+from frn_det.checkpoint import FRNCheckpointer
 from frn_det.evaluation import FRNCOCOEvaluator
 from frn_det.layers import get_norm_act, registered_norms, set_frn_impl
 from frn_det.modeling import (
@@ -61,16 +61,15 @@ from frn_det.modeling import (
 )
 from frn_det.solver import get_optimizer_params
 
-from .batch import apply_ims_per_gpu
-from .cli import (
-    EXIT_FAILED_RUN,
-    _exit_with,
-    _OneLineStop,
+from .batch import apply_ims_per_gpu, ims_per_gpu_arg
+from .exits import (
     exit_on_bad_input,
-    ims_per_gpu_arg,
     launch_exiting_as_explained,
+    run_explaining_failures,
+    stops_in_one_line,
 )
 from .launch import create_ddp_model, distributed_backend, resolve_device
+from .run_config import world_size_of
 from .trainer import (
     METRICS_FILE,
     NonFiniteLossError,
@@ -689,19 +688,13 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _world_size(args: argparse.Namespace) -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return comm.get_world_size()
-    return args.num_gpus * args.num_machines
-
-
 def build_config(args: argparse.Namespace) -> DictConfig:
     """The prepared config of a run: ``--config-file``, the overrides, ``--ims-per-gpu``,
     the device, the rescaled schedule; checked (``InputError`` for bad input)."""
     cfg = load_lazy_config(args.config_file, args.opts or [])
     if args.ims_per_gpu is not None:
         cfg.train.ims_per_gpu = args.ims_per_gpu
-    return prepare_lazy_config(cfg, _world_size(args), train=not args.eval_only)
+    return prepare_lazy_config(cfg, world_size_of(args), train=not args.eval_only)
 
 
 def main(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -715,13 +708,8 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
         FRNCheckpointer(model, cfg.train.output_dir).load(cfg.train.init_checkpoint)
         results = do_test(cfg, model)
     else:
-        loop_logger = logging.getLogger("detectron2.engine.train_loop")
-        one_line = _OneLineStop()
-        loop_logger.addFilter(one_line)
-        try:
+        with stops_in_one_line():
             results = do_train(cfg, resume=args.resume)
-        finally:
-            loop_logger.removeFilter(one_line)
     log_results(results)
     return results
 
@@ -729,11 +717,7 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
 def _main_explaining_failures(args: argparse.Namespace) -> None:
     # As train_net's: explained failures end the process with their message and status
     # instead of a traceback per process.
-    with exit_on_bad_input():
-        try:
-            main(args)
-        except (NonFiniteLossError, NonFiniteCheckpointError) as error:
-            _exit_with(str(error), None, EXIT_FAILED_RUN)
+    run_explaining_failures(main, args)
 
 
 def run(argv: Sequence[str] | None = None) -> None:

@@ -3,7 +3,8 @@
 ``tools/show_schedule.py`` prints ``schedule_rows`` as a Markdown table for YAML configs
 (``tools/train_net.py``) and Python lazy configs (``tools/lazy_train_net.py``) alike, after
 the same preparation as training (``--ims-per-gpu`` rescaling for ``--num-gpus``
-processes), so the numbers are the ones the run would use.
+processes; for YAML configs ``run_config.build_run_config``, train_net's own path, checks
+included), so the numbers are the ones the run would use.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from detectron2.config import CfgNode
 from omegaconf import DictConfig, OmegaConf
 
 from .batch import check_ims_per_gpu
-from .cli import exit_on_bad_input
+from .exits import exit_on_bad_input
 from .lazy import apply_lazy_ims_per_gpu, load_lazy_config, norm_keys
-from .trainer import prepare_config
-from .validation import InputError, load_config
+from .run_config import build_run_config
+from .validation import InputError
 
 __all__ = [
     "COCO_TRAIN2017_IMAGES",
@@ -94,13 +95,7 @@ def _yaml_norms(cfg: CfgNode) -> dict[str, str]:
 
 
 def _yaml_schedule(path: str, opts: Sequence[str], num_gpus: int, ims_per_gpu: int | None):
-    cfg = load_config(path, opts)
-    if ims_per_gpu is not None:
-        cfg.SOLVER.IMS_PER_GPU = ims_per_gpu
-    try:
-        cfg = prepare_config(cfg, num_gpus)
-    except ValueError as error:
-        raise InputError(str(error)) from error
+    cfg = build_run_config(path, opts, world_size=num_gpus, ims_per_gpu=ims_per_gpu)
     solver = cfg.SOLVER
     return Schedule(
         config=path,

@@ -12,7 +12,7 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -44,10 +44,10 @@ from frn_det.evaluation import FRNCOCOEvaluator
 from frn_det.layers import set_frn_impl
 from frn_det.solver import build_optimizer
 
-from .batch import apply_ims_per_gpu
 from .hooks import FRNStatsHook
 from .launch import create_ddp_model, resolve_device
-from .validation import AMP_PRECISIONS, check_frn_keys
+from .run_config import prepare_config
+from .validation import AMP_PRECISIONS
 
 __all__ = [
     "NonFiniteLossError",
@@ -58,7 +58,6 @@ __all__ = [
     "drop_boxes_without_area",
     "strict_json_value",
     "log_results",
-    "prepare_config",
     "results_table",
     "use_naive_sync_batchnorm",
 ]
@@ -70,28 +69,6 @@ EVALUATOR_TYPES = ("coco",)
 METRICS_FILE = "metrics.json"
 SUPERSEDED_METRICS_FILE = "metrics.superseded.json"
 """Where ``--resume`` moves the metrics.json lines of iterations it trains again."""
-
-
-def prepare_config(cfg: CfgNode, world_size: int, keep: Collection[str] = ()) -> CfgNode:
-    """The config a run actually uses; ``cfg`` is not modified. Idempotent.
-
-    - the schedule rescaled for SOLVER.IMS_PER_GPU images on each of ``world_size``
-      processes (``apply_ims_per_gpu``), except the keys in ``keep``;
-    - MODEL.DEVICE "cpu" when it asks for CUDA on a machine without it (SOLVER.AMP then
-      trains with bfloat16 autocast, see ``amp_precision``).
-    """
-    check_frn_keys(cfg)
-    cfg = apply_ims_per_gpu(cfg, world_size, keep)
-    device = resolve_device(cfg.MODEL.DEVICE)
-    if device == cfg.MODEL.DEVICE:
-        return cfg
-    cfg = cfg.clone()
-    frozen = cfg.is_frozen()
-    cfg.defrost()
-    cfg.MODEL.DEVICE = device
-    if frozen:
-        cfg.freeze()
-    return cfg
 
 
 def amp_precision(cfg: CfgNode) -> torch.dtype:
@@ -523,7 +500,8 @@ class RunningStatsEvaluation(hooks.HookBase):
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` for frn-det experiments.
 
-    Over detectron2's: the config is prepared by ``prepare_config`` (per-GPU batch scaling,
+    Over detectron2's: it takes the prepared config of a run (``build_config``; a raw
+    config is prepared by the same ``run_config.prepare_config``: per-GPU batch scaling,
     CPU fallback); MODEL.FRN.IMPL selects the FRN kernel before the model is built; the
     optimizer gives FRN parameters SOLVER.WEIGHT_DECAY_NORM (``frn_det.solver``); the
     model is wrapped in DistributedDataParallel on CPUs (gloo) as well as GPUs; COCO
@@ -539,7 +517,9 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg: CfgNode) -> None:
-        """Build model, optimizer, data loader, scheduler, checkpointer and hooks from ``cfg``.
+        """Build model, optimizer, data loader, scheduler, checkpointer and hooks from ``cfg``,
+        the config ``frn_det.engine.build_config`` made (which ``prepare_config`` returns as
+        it is) or a raw one (which it prepares, as train_net would).
 
         DefaultTrainer's constructor is not reused because it wraps the model with
         ``device_ids=[local_rank]``, which DistributedDataParallel refuses for CPU models.

@@ -11,7 +11,8 @@ import detectron2
 import pytest
 import torch
 
-import frn_det.engine
+import frn_det.engine.cli
+import frn_det.engine.exits
 from frn_det.engine import argument_parser, build_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +29,7 @@ def train_net(monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     calls = []
-    monkeypatch.setattr(frn_det.engine.cli, "launch", lambda *a, **kw: calls.append((a, kw)))
+    monkeypatch.setattr(frn_det.engine.exits, "launch", lambda *a, **kw: calls.append((a, kw)))
     module.calls = calls
     return module
 
