@@ -48,7 +48,7 @@ from torch import nn
 
 # Imported for their registrations: the embedded datasets.
 import frn_det.data  # noqa: F401
-from frn_det.checkpoint import FRNCheckpointer
+from frn_det.checkpoint import FRNCheckpointer, NonFiniteCheckpointError
 from frn_det.evaluation import FRNCOCOEvaluator
 from frn_det.layers import get_norm_act, registered_norms, set_frn_impl
 from frn_det.modeling import (
@@ -75,6 +75,7 @@ from .trainer import (
     NonFiniteLossError,
     Trainer,
     deterministic_inference,
+    divergence_hint,
     log_results,
     repair_torn_metrics_line,
     set_aside_metrics_from,
@@ -584,17 +585,41 @@ def do_test(cfg: DictConfig, model: nn.Module) -> dict[str, Any]:
     return results
 
 
-def _divergence_hint(cfg: DictConfig, checkpointer: FRNCheckpointer) -> str:
-    kept = "no checkpoint holds non-finite weights"
-    if comm.is_main_process() and checkpointer.has_checkpoint():
-        kept += f"; the newest is {checkpointer.get_checkpoint_file()}"
+def _keys_to_change(cfg: DictConfig) -> str:
+    # What a diverged lazy run should change, in the lazy config's own keys.
     warmup = OmegaConf.select(cfg, "lr_multiplier.warmup_length", default=None)
     warmup_text = f" (now {warmup:g} of training)" if warmup is not None else ""
     return (
-        f"Training stopped before the optimizer step, so {kept}. Lower optimizer.lr (now "
-        f"{cfg.optimizer.lr:g}) or lengthen lr_multiplier.warmup_length{warmup_text} and "
-        "train again"
+        f"Lower optimizer.lr (now {cfg.optimizer.lr:g}) or lengthen "
+        f"lr_multiplier.warmup_length{warmup_text} and train again"
     )
+
+
+# The sentence FRNCheckpointer ends its refusal to save a diverged model with: yacs keys.
+_YACS_KEYS_TO_CHANGE = "Lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS and train again"
+
+
+class _LazyRunCheckpointer(FRNCheckpointer):
+    """``FRNCheckpointer`` whose refusal to save a diverged model
+    (``NonFiniteCheckpointError``) names the lazy config's keys to change, ``change``,
+    instead of the yacs keys FRNCheckpointer names."""
+
+    def __init__(
+        self, model: nn.Module, save_dir: str, change: str, **checkpointables: Any
+    ) -> None:
+        super().__init__(model, save_dir, **checkpointables)
+        self._change = change
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        try:
+            super().save(name, **kwargs)
+        except NonFiniteCheckpointError as error:
+            message = str(error)
+            if not message.endswith(_YACS_KEYS_TO_CHANGE):
+                raise
+            raise NonFiniteCheckpointError(
+                message.removesuffix(_YACS_KEYS_TO_CHANGE) + self._change
+            ) from None
 
 
 def do_train(cfg: DictConfig, resume: bool = False) -> dict[str, Any] | None:
@@ -624,7 +649,7 @@ def do_train(cfg: DictConfig, resume: bool = False) -> dict[str, Any] | None:
     # frn-det's loops (fp32, CUDA AMP, CPU bfloat16) read only these yacs keys.
     loop = Trainer._build_loop(_yacs_view(cfg), model, data_loader, optimizer)
     output_dir = cfg.train.output_dir
-    checkpointer = FRNCheckpointer(model, output_dir, trainer=loop)
+    checkpointer = _LazyRunCheckpointer(model, output_dir, _keys_to_change(cfg), trainer=loop)
     metrics = os.path.join(output_dir, METRICS_FILE)
     if comm.is_main_process():
         repair_torn_metrics_line(metrics)
@@ -659,11 +684,14 @@ def do_train(cfg: DictConfig, resume: bool = False) -> dict[str, Any] | None:
         loop.train(start_iter, cfg.train.max_iter)
     except NonFiniteLossError as error:
         raise NonFiniteLossError(
-            error.iteration, error.losses, _divergence_hint(cfg, checkpointer)
+            error.iteration, error.losses, divergence_hint(checkpointer, _keys_to_change(cfg))
         ) from None
     except FloatingPointError as error:
         raise NonFiniteLossError(
-            loop.iter, {}, _divergence_hint(cfg, checkpointer), reason=str(error).strip()
+            loop.iter,
+            {},
+            divergence_hint(checkpointer, _keys_to_change(cfg)),
+            reason=str(error).strip(),
         ) from error
     return last_results or None
 

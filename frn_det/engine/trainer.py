@@ -55,6 +55,7 @@ __all__ = [
     "Trainer",
     "amp_precision",
     "deterministic_inference",
+    "divergence_hint",
     "drop_boxes_without_area",
     "strict_json_value",
     "log_results",
@@ -196,6 +197,16 @@ class NonFiniteLossError(FloatingPointError):
         else:
             message = f"non-finite loss at iteration {iteration}: {terms}"
         super().__init__(f"{message}. {hint}" if hint else message)
+
+
+def divergence_hint(checkpointer: FRNCheckpointer, change: str) -> str:
+    """The end of a ``NonFiniteLossError``'s message: that no checkpoint holds non-finite
+    weights (naming the newest one), then ``change``, the sentence naming the keys of the
+    run's config system to change (SOLVER.BASE_LR for yacs, optimizer.lr for lazy configs)."""
+    kept = "no checkpoint holds non-finite weights"
+    if comm.is_main_process() and checkpointer.has_checkpoint():
+        kept += f"; the newest is {checkpointer.get_checkpoint_file()}"
+    return f"Training stopped before the optimizer step, so {kept}. {change}"
 
 
 class _StopAtNonFiniteLoss:
@@ -606,15 +617,12 @@ class Trainer(DefaultTrainer):
             ) from error
 
     def _divergence_hint(self) -> str:
-        kept = "no checkpoint holds non-finite weights"
-        if comm.is_main_process() and self.checkpointer.has_checkpoint():
-            kept += f"; the newest is {self.checkpointer.get_checkpoint_file()}"
         solver = self.cfg.SOLVER
-        return (
-            f"Training stopped before the optimizer step, so {kept}. Lower SOLVER.BASE_LR "
-            f"(now {solver.BASE_LR:g}) or lengthen SOLVER.WARMUP_ITERS (now "
-            f"{solver.WARMUP_ITERS}) and train again (--resume would restore the learning "
-            "rates stored in the checkpoint)"
+        return divergence_hint(
+            self.checkpointer,
+            f"Lower SOLVER.BASE_LR (now {solver.BASE_LR:g}) or lengthen SOLVER.WARMUP_ITERS "
+            f"(now {solver.WARMUP_ITERS}) and train again (--resume would restore the learning "
+            "rates stored in the checkpoint)",
         )
 
     def build_hooks(self) -> list[hooks.HookBase]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from frn_det.checkpoint import FRNCheckpointer, NonFiniteCheckpointError
-from frn_det.engine import Trainer, setup
+from frn_det.engine import Trainer, lazy, setup
 from frn_det.engine.trainer import NonFiniteLossError
 
 
@@ -101,3 +101,15 @@ def test_a_model_holding_nan_is_not_saved_over_the_last_good_checkpoint(tmp_path
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000001.pth"]
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+
+
+def test_a_lazy_run_refusing_to_save_a_diverged_model_names_the_lazy_keys(tmp_path):
+    net = nn.Sequential(nn.Linear(3, 4))
+    change = "Lower optimizer.lr (now 0.1) or lengthen lr_multiplier.warmup_length and train again"
+    checkpointer = lazy._LazyRunCheckpointer(net, str(tmp_path), change, save_to_disk=True)
+    with torch.no_grad():
+        net[0].weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteCheckpointError) as raised:
+        checkpointer.save("model_final")
+    assert str(raised.value).endswith(f"so training diverged; none was saved. {change}")
+    assert "SOLVER" not in str(raised.value)
