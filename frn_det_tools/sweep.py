@@ -23,6 +23,9 @@ next to detectron2's files (``metrics.json``, ``last_checkpoint``, ``model_final
 - ``train_net.log``: what train_net printed.
 
 A run with a checkpoint but no DONE.json is resumed (``--resume``) from that checkpoint.
+
+``--launcher slurm`` submits each run as its own Slurm job instead, with the same folders
+and files (``frn_det_tools.slurm``).
 """
 
 from __future__ import annotations
@@ -1160,6 +1163,10 @@ def argument_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list the runs with their schedule and estimated cost; train nothing",
     )
+    # frn_det_tools.slurm (--launcher slurm) imports this module, hence not at the top.
+    from frn_det_tools.slurm import add_cluster_arguments
+
+    add_cluster_arguments(parser)
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config options for every run"
     )
@@ -1168,9 +1175,12 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) -> int:
     """Run ``tools/sweep.py`` with ``argv``; returns the exit status (1 if a run failed)."""
+    from frn_det_tools import slurm  # not at the top: see argument_parser
+
     parser = argument_parser()
     args = parser.parse_args(argv)
     try:
+        cluster = slurm.cluster_options(args)
         runs = expand_grid(
             args.configs,
             args.norms,
@@ -1183,11 +1193,17 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
             opts=args.opts,
             total_batch=args.total_batch,
         )
-        for warning in grid_warnings(runs):
+        for warning in grid_warnings(runs) + slurm.check_launch(cluster, runs, args.dry_run):
             print(f"warning: {warning}", file=sys.stderr)
         if args.dry_run:
             print(dry_run_table(runs, args.output))
+            if cluster is not None:
+                print(f"\n{slurm.jobs_table(runs, cluster)}")
             return 0
+        if cluster is not None:
+            return slurm.run_on_cluster(
+                runs, cluster, args.output, progress_seconds=args.progress_every
+            )
         outcome = run_sweep(runs, runner, progress_seconds=args.progress_every)
     except (SweepError, InputError) as error:
         parser.exit(2, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
