@@ -820,6 +820,7 @@ def submit_sweep(
             does not fit a job (``ClusterOptions.shape``).
     """
     import submitit
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
 
     states = [read_state(run.output_dir) for run in runs]
     _check_same_plan(runs, states)
@@ -861,9 +862,16 @@ def submit_sweep(
         shape = options.shape(run)
         resume = state.checkpoint_iter is not None
         executor.update_parameters(**options.parameters(run))
-        submitted = executor.submit(
-            SweepJob(run, schedule, shape.nodes, python, tuple(train_net), resume)
-        )
+        try:
+            submitted = executor.submit(
+                SweepJob(run, schedule, shape.nodes, python, tuple(train_net), resume)
+            )
+        except (FailedJobError, FailedSubmissionError) as error:
+            # sbatch's own words: an account or QOS it does not know, a time over the limit.
+            raise SweepError(
+                f"the cluster refused the job of run {_where(run)}: {error}; "
+                f"{len(outcome['submitted'])} job(s) submitted before it"
+            ) from None
         (folder / FAILED_FILE).unlink(missing_ok=True)
         record = {
             "launcher": options.launcher,
@@ -998,6 +1006,15 @@ def _check_available(options: ClusterOptions) -> None:
                 "on this machine; run the sweep where jobs are submitted (a login node), or "
                 "use --launcher local or submitit-local (this machine)"
             )
+        if options.partition is not None:
+            known = _run_query(["sinfo", "-h", "-o", "%R"])
+            names = set() if isinstance(known, str) else set(known[0].split())
+            unknown = [p for p in options.partition.split(",") if names and p not in names]
+            if unknown:
+                raise SweepError(
+                    f"--partition {options.partition}: the cluster has no partition "
+                    f"{', '.join(unknown)}; accepted: {', '.join(sorted(names))}"
+                )
 
 
 def check_launch(

@@ -7,7 +7,8 @@ detectron2's metrics.json once train_net has exited cleanly with a final model; 
 without DONE.json that holds a final model and an evaluation at the last iteration in
 metrics.json (trained by train_net directly, or killed during the sweep's bookkeeping)
 counts as finished too. Every other run is shown as "unfinished (iter k/N)", "failed (...)"
-or "not started", never dropped.
+or "not started", never dropped; a run submitted to Slurm (``--launcher slurm``) also shows
+its job: pending, running, or ended without a result, with the log to read.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
+from frn_det_tools.slurm import JobStatus, job_statuses
 from frn_det_tools.sweep import (
     METRICS_FILE,
     RunKey,
@@ -76,6 +78,7 @@ class RunRecord:
     key: RunKey
     folder: Path
     state: RunState
+    job: JobStatus | None = None  # the Slurm job of a run submitted with --launcher slurm
 
     @property
     def finished(self) -> bool:
@@ -83,8 +86,11 @@ class RunRecord:
         return self.state.status == "done" or bool(self.state.final_model and self.state.results)
 
     def describe(self) -> str:
-        """ "done", "unfinished (iter 120/400)", "failed (exit 1, iter 3/400)", ..."""
-        return "done" if self.finished else self.state.describe()
+        """ "done", "unfinished (iter 120/400)", "failed (exit 1, iter 3/400)", ..., with
+        the run's Slurm job if it has one ("pending: Slurm job 12 (Priority)")."""
+        if self.finished:
+            return "done"
+        return self.job.describe(self.state) if self.job else self.state.describe()
 
     @property
     def num_gpus(self) -> int | None:
@@ -121,6 +127,7 @@ class RunRecord:
             "iteration": self.state.iteration,
             "max_iter": self.state.max_iter,
             "results": results,
+            "job": self.job.to_json() if self.job else None,
         }
 
 
@@ -163,8 +170,13 @@ class Point:
 
 
 def collect_runs(output: str | os.PathLike) -> list[RunRecord]:
-    """Every run folder under ``output`` with its state, in grid order."""
-    return [RunRecord(key, folder, read_state(folder)) for key, folder in find_runs(output)]
+    """Every run folder under ``output`` with its state (and Slurm job), in grid order."""
+    found = find_runs(output)
+    # The jobs first: one that ends while the folders are read is then read with its result.
+    jobs = job_statuses(folder for _, folder in found)
+    return [
+        RunRecord(key, folder, read_state(folder), jobs.get(folder)) for key, folder in found
+    ]
 
 
 def group_points(records: Iterable[RunRecord]) -> list[Point]:
