@@ -643,11 +643,12 @@ class JobStatus:
             known = "" if run.status == "new" else f"; {run.describe()}"
             return f"submitted, {self.name} ({self.note}){known}"
         if self.active:
-            words = self.state.lower() + (f" ({self.reason})" if self.reason else "")
+            reason = f" ({self.reason})" if self.reason else ""
+            if run.status == "new" and self.state == "PENDING":
+                return f"pending: {self.name}{reason}"
             if run.status == "new":
-                stage = "pending" if self.state == "PENDING" else "starting"
-                return f"{stage}: {self.name} {words}"
-            return f"{run.describe()}; {self.name} {words}"
+                return f"starting: {self.name} {self.state.lower()}{reason}"
+            return f"{run.describe()}; {self.name} {self.state.lower()}{reason}"
         if run.status == "failed":
             return f"{run.describe()}; {self.name}, log: {run.failed.get('log') or self.log}"
         ended = "no longer queued" if self.state == "ENDED" else self.state
