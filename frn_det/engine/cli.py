@@ -56,8 +56,6 @@ from .run_config import build_config
 from .trainer import Trainer, log_results
 from .validation import InputError, check_datasets
 
-logger = logging.getLogger(__name__)
-
 __all__ = [
     "argument_parser",
     "backend_for_args",
