@@ -7,10 +7,10 @@ so a kill at the wrong moment leaves a truncated checkpoint that ``last_checkpoi
 already name, and ``--resume`` then fails on it. ``FRNCheckpointer`` differs in:
 
 - writing: every file is written to a temporary file in the same folder, flushed,
-  fsynced and renamed over its final name, then the folder is fsynced (``atomic_write``);
-  ``last_checkpoint`` is updated, the same way, only after the checkpoint is complete. A
-  checkpoint whose model holds NaN or Inf is refused, so a diverged model never replaces
-  a good one.
+  fsynced and renamed over its final name, then the folder is fsynced
+  (``frn_det.file_io.atomic_write``); ``last_checkpoint`` is updated, the same way, only
+  after the checkpoint is complete. A checkpoint whose model holds NaN or Inf is refused,
+  so a diverged model never replaces a good one.
 - reading: ``.pth`` files are read with ``torch.load(weights_only=True)``, which refuses
   pickled code; detectron2 model-zoo ``.pkl`` files (pickled dicts of numpy arrays) are
   read by detectron2's own code. A missing, empty, truncated or foreign file raises
@@ -31,11 +31,10 @@ import contextlib
 import logging
 import os
 import re
-import socket
 import zipfile
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from typing import IO, Any
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -44,6 +43,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import Checkpointer, _IncompatibleKeys
 from torch import nn
 
+from .file_io import atomic_write, atomic_write_bytes, stale_temporary_files
 from .layers.norm_act import norm_entry, norm_names_of
 
 __all__ = [
@@ -54,7 +54,6 @@ __all__ = [
     "CorruptCheckpointError",
     "FRNCheckpointer",
     "NonFiniteCheckpointError",
-    "atomic_write",
     "norm_specific_keys",
 ]
 
@@ -81,7 +80,6 @@ SAFE_GLOBALS: tuple[Any, ...] = (
 )
 """The globals, beyond torch's defaults, that frn-det lets a weights-only load rebuild."""
 
-_HOST = socket.gethostname()
 _ZIP_MAGIC = b"PK\x03\x04"
 _NUMBERED = re.compile(r"^(?P<prefix>.+)_(?P<iter>\d{7})\.pth$")
 _MAX_LISTED = 20
@@ -108,59 +106,8 @@ class NonFiniteCheckpointError(FloatingPointError):
     """A model holding NaN or Inf, which is never written over a good checkpoint."""
 
 
-def _temporary_name(path: str) -> str:
-    # Hidden, in the same folder (a rename is atomic only within one file system), and
-    # marked with host and pid so a later run can tell a dead writer's leftovers from a
-    # live writer's file, also when several machines share the folder.
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.{_HOST}.{os.getpid()}.tmp")
-
-
-def _fsync_directory(folder: str) -> None:
-    # The rename is durable only once the directory entry is on disk.
-    if os.name != "posix":
-        return
-    fd = os.open(folder or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Create or replace the local file ``path`` with what ``write(file)`` writes, atomically.
-
-    Readers, and a process started after this one is killed at any moment, see either the
-    old file or the complete new one: ``write`` fills a temporary file in the same folder,
-    which is flushed, fsynced and renamed over ``path``; then the folder is fsynced. If
-    ``write`` raises, the temporary file is removed and ``path`` is untouched.
-    """
-    temporary = _temporary_name(path)
-    try:
-        with open(temporary, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
-    _fsync_directory(os.path.dirname(path))
-
-
 def _is_local(path: str) -> bool:
     return "://" not in path
-
-
-def _pid_is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _format_shapes(incorrect: Iterable[tuple[str, tuple[int, ...], tuple[int, ...]]]) -> str:
@@ -395,7 +342,7 @@ class FRNCheckpointer(DetectionCheckpointer, _NormsKeepTheirOwnState):
             super().tag_last_checkpoint(last_filename_basename)
             return
         path = os.path.join(self.save_dir, LAST_CHECKPOINT)
-        atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
+        atomic_write_bytes(path, last_filename_basename.encode())
 
     def _check_finite(self, state: Mapping[str, Any], save_file: str) -> None:
         bad = [
@@ -562,17 +509,8 @@ class FRNCheckpointer(DetectionCheckpointer, _NormsKeepTheirOwnState):
         """Remove the temporary files of ``atomic_write`` in save_dir that a process of this
         host left behind when it was killed (its pid no longer runs); returns their paths.
         Files of live processes and of other hosts are kept."""
-        pattern = re.compile(rf"^\..+\.{re.escape(_HOST)}\.(?P<pid>\d+)\.tmp$")
-        try:
-            names = os.listdir(self.save_dir)
-        except OSError:
-            return []
         removed = []
-        for name in names:
-            match = pattern.match(name)
-            if not match or _pid_is_alive(int(match["pid"])):
-                continue
-            path = os.path.join(self.save_dir, name)
+        for path in stale_temporary_files(self.save_dir):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
                 removed.append(path)

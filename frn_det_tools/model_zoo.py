@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from frn_det.file_io import atomic_write_text
 from frn_det.model_zoo import (
     SOURCE_DETECTRON2,
     SOURCE_FRN_DET,
@@ -389,13 +390,6 @@ def render_markdown(catalog: Mapping[str, ZooEntry]) -> str:
 # Command line
 
 
-def _write_text(path: Path, text: str) -> None:
-    # Written beside the file, then renamed over it: a reader never sees half a catalog.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _add_file_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--catalog",
@@ -470,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "markdown":
         text = render_markdown(_load(parser, args.catalog))
         if args.write:
-            _write_text(args.markdown, text)
+            atomic_write_text(args.markdown, text)
             print(f"wrote {args.markdown}")
             return 0
         if args.check:
@@ -500,8 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(catalog_json(entries), end="")
     if catalog is not None:
         merged = merge_entries(list(catalog.values()), entries)
-        _write_text(args.catalog, catalog_json(merged))
-        _write_text(args.markdown, render_markdown(build_catalog(merged)))
+        atomic_write_text(args.catalog, catalog_json(merged))
+        atomic_write_text(args.markdown, render_markdown(build_catalog(merged)))
         print(f"wrote {len(entries)} entries to {args.catalog} and {args.markdown}")
     return 0
 

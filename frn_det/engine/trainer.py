@@ -41,6 +41,7 @@ from torch import nn
 
 from frn_det.checkpoint import FRNCheckpointer
 from frn_det.evaluation import FRNCOCOEvaluator
+from frn_det.file_io import fsync_file
 from frn_det.layers import set_frn_impl
 from frn_det.solver import build_optimizer
 
@@ -362,11 +363,6 @@ def drop_boxes_without_area(dataset_name: str, dicts: list[dict]) -> list[dict]:
     return kept_dicts
 
 
-def _fsync(f: Any) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-
-
 def repair_torn_metrics_line(path: str) -> None:
     """Make the JSON-lines file ``path`` end with a complete line, in place.
 
@@ -394,7 +390,7 @@ def repair_torn_metrics_line(path: str) -> None:
             f.truncate(start)
         else:
             f.write(b"\n")
-        _fsync(f)
+        fsync_file(f)
 
 
 def _iteration(line: bytes) -> int:
@@ -428,12 +424,12 @@ def set_aside_metrics_from(path: str, start_iter: int) -> int:
     side = os.path.join(os.path.dirname(path), SUPERSEDED_METRICS_FILE)
     with open(side, "ab") as f:
         f.writelines(moved)
-        _fsync(f)
+        fsync_file(f)
     # Truncate in place: detectron2's JSONWriter already holds metrics.json open for
     # appending; replacing the file would send its lines to the unlinked old one.
     with open(path, "rb+") as f:
         f.truncate(offset)
-        _fsync(f)
+        fsync_file(f)
     logger.info(
         "Resuming at iteration %d: moved %d lines of %s for iterations >= %d to %s.",
         start_iter,
