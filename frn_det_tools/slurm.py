@@ -480,14 +480,18 @@ def _start_train_net(command: Sequence[str], log_path: Path) -> subprocess.Popen
         )
 
 
-def _stop(child: subprocess.Popen[bytes], grace: float = STOP_GRACE_S) -> None:
+def _ask_to_stop(child: subprocess.Popen[bytes]) -> None:
     # SIGCONT too: a suspended job's processes act on SIGTERM only once they run again.
+    for sig in (signal.SIGTERM, signal.SIGCONT):
+        try:
+            os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            break
+
+
+def _stop(child: subprocess.Popen[bytes], grace: float = STOP_GRACE_S) -> None:
     if child.poll() is None:
-        for sig in (signal.SIGTERM, signal.SIGCONT):
-            try:
-                os.killpg(child.pid, sig)
-            except ProcessLookupError:
-                break
+        _ask_to_stop(child)
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(grace)
     # Whatever of the group outlived its leader (spawned workers); the group id stays
@@ -578,9 +582,17 @@ class SweepJob:
         from submitit.helpers import DelayedSubmission
 
         if self._child is not None:
+            # Only asked here: this runs in a signal handler that interrupted __call__'s
+            # wait for train_net, whose lock a second wait would block on; __call__ waits
+            # for it once submitit has requeued the job and ends this process.
             print("frn-det: stopping train_net to requeue the job", flush=True)
-            _stop(self._child)
+            _ask_to_stop(self._child)
         return DelayedSubmission(dataclasses.replace(self, resume=True))
+
+    def checkpoint(self) -> Any:
+        """``__submitit_checkpoint__``: submitit's signal handler takes a job for
+        checkpointable (requeues it at its time limit) when it has this method."""
+        return self.__submitit_checkpoint__()
 
     def _record_failure(
         self, returncode: int | None, reason: str, started: float, job_id: str

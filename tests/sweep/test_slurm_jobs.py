@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -259,20 +260,70 @@ def test_a_job_on_several_nodes_meets_on_its_first_node_with_the_planned_world_s
     assert build_config(parsed).SOLVER.IMS_PER_BATCH == job.schedule.ims_per_batch == 32
 
 
-def test_the_checkpoint_protocol_stops_train_net_and_hands_back_the_run_with_resume(tmp_path):
+@pytest.fixture
+def local_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment submitit's local executor gives a job's only task."""
+    for name, value in {
+        "SUBMITIT_EXECUTOR": "local",
+        "SUBMITIT_LOCAL_JOB_ID": "7",
+        "SUBMITIT_LOCAL_NODEID": "0",
+        "SUBMITIT_LOCAL_GLOBALID": "0",
+        "SUBMITIT_LOCAL_LOCALID": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def _shell_job(tmp_path: Path, script: str) -> SweepJob:
+    # A job whose "train_net" is a shell script (sh -c SCRIPT, the run's arguments after).
     [run] = expand_grid([SHAPES_TEMPLATE], ["gn"], [2], tmp_path)
-    job = SweepJob(run, plan_schedule(run))
     run.output_dir.mkdir(parents=True)
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
-    )
-    job._child = child
+    return SweepJob(run, plan_schedule(run), python="/bin/sh", train_net=("-c", script))
+
+
+def test_a_signal_before_the_time_limit_stops_train_net_and_requeues_the_run_with_resume(
+    tmp_path, local_task
+):
+    job = _shell_job(tmp_path, "exec sleep 60")
+    requeued = []
+
+    def as_submitit_does(signum, frame):
+        # submitit's handler on the first task, once train_net runs: checkpoint, requeue,
+        # end the process.
+        if job._child is None:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            return
+        requeued.append(job.checkpoint())
+        raise SystemExit(144)
+
+    previous = signal.signal(signal.SIGALRM, as_submitit_does)
     started = time.monotonic()
-    delayed = job.__submitit_checkpoint__()
-    assert child.poll() is not None and time.monotonic() - started < 30
-    assert isinstance(delayed.function, SweepJob) and delayed.function.resume
-    assert delayed.function._child is None
-    assert "--resume" in delayed.function.command(0, ["node1"], "7")
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        with pytest.raises(SystemExit):
+            job()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    # train_net stopped (not waited on forever inside the handler), nothing recorded as
+    # failed, and the requeued job resumes.
+    assert time.monotonic() - started < 20
+    assert job._child is None
+    [delayed] = requeued
+    assert delayed.function.resume and "--resume" in delayed.function.command(0, ["n"], "7")
+    assert not (job.run.output_dir / "FAILED.json").exists()
+
+
+def test_train_net_ignores_the_time_limit_signal_and_a_failure_is_recorded_with_its_log(
+    tmp_path, local_task
+):
+    # Slurm signals every process of a job; the job, not train_net, acts on it.
+    job = _shell_job(tmp_path, "kill -USR2 $$; echo 'Traceback: boom'; exit 3")
+    with pytest.raises(RuntimeError, match=r"gn/ipg2/seed0: exit 3; see .*train_net.log"):
+        job()
+    folder = job.run.output_dir
+    failed = json.loads((folder / "FAILED.json").read_text())
+    assert failed["returncode"] == 3 and failed["log"] == os.fspath(folder / "train_net.log")
+    assert "Traceback: boom" in (folder / "train_net.log").read_text()
 
 
 def test_local_jobs_are_told_from_their_controller_process(tmp_path):
