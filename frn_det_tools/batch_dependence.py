@@ -26,6 +26,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from tabulate import tabulate
 
+from frn_det_tools.run_folders import METRICS_FILE, norm_order
 from frn_det_tools.summarize import (
     METRICS,
     Point,
@@ -35,7 +36,7 @@ from frn_det_tools.summarize import (
     metric_value,
     plot_ap_vs_ims_per_gpu,
 )
-from frn_det_tools.sweep import METRICS_FILE, metrics_by_iteration, norm_order, read_metrics
+from frn_det_tools.sweep import metrics_by_iteration, read_metrics
 
 __all__ = [
     "LayoutEffect",

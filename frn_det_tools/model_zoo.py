@@ -50,6 +50,14 @@ from frn_det.model_zoo import (
     merge_entries,
     sha256_of,
 )
+from frn_det_tools.run_folders import (
+    CONFIG_FILE,
+    DONE_FILE,
+    FINAL_MODEL,
+    find_runs,
+    run_key,
+    sweep_output,
+)
 
 __all__ = [
     "CATALOG_PATH",
@@ -168,10 +176,13 @@ def entry_from_run(folder: str | os.PathLike, url_prefix: str | None = None) -> 
         ModelZooError: naming the folder and what it lacks, or the config that is not one
             of frn-det's.
     """
-    from frn_det_tools.sweep import DONE_FILE, FINAL_MODEL
-
     folder = Path(folder)
     done_file, model = folder / DONE_FILE, folder / FINAL_MODEL
+    if run_key(folder) is None:
+        raise ModelZooError(
+            f"{os.fspath(folder)!r} is not a sweep run folder: expected "
+            "OUT/<config stem>/<norm>/ipg<N>/seed<S>/, which names the sweep that trained it"
+        )
     if not done_file.is_file() or not model.is_file():
         raise ModelZooError(
             f"run folder {os.fspath(folder)!r} has no {DONE_FILE} and {FINAL_MODEL}; only runs "
@@ -189,7 +200,7 @@ def entry_from_run(folder: str | os.PathLike, url_prefix: str | None = None) -> 
             "the configs the package ships"
         )
     try:
-        run_cfg = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
+        run_cfg = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         run_cfg = {}
     datasets = run_cfg.get("DATASETS", {})
@@ -197,7 +208,7 @@ def entry_from_run(folder: str | os.PathLike, url_prefix: str | None = None) -> 
     device = run_cfg.get("MODEL", {}).get("DEVICE", "device not recorded")
     name = f"{Path(config).stem}_ipg{done['ims_per_gpu']}_seed{done['seed']}"
     opts = _run_opts(done["train_net_args"])
-    sweep_root = folder.resolve().parents[3]
+    sweep_root = sweep_output(folder)
     command = [
         "python",
         "tools/sweep.py",
@@ -241,8 +252,6 @@ def entries_from_sweeps(
     Raises:
         ModelZooError: for a folder that does not exist, or two runs with one name.
     """
-    from frn_det_tools.sweep import DONE_FILE, find_runs
-
     entries: dict[str, tuple[ZooEntry, Path]] = {}
     skipped = []
     for output in outputs:

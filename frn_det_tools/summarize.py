@@ -27,17 +27,9 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
+from frn_det_tools.run_folders import METRICS_FILE, RunKey, find_runs, norm_order
 from frn_det_tools.slurm import JobStatus, job_statuses
-from frn_det_tools.sweep import (
-    METRICS_FILE,
-    RunKey,
-    RunState,
-    find_runs,
-    metrics_by_iteration,
-    norm_order,
-    read_metrics,
-    read_state,
-)
+from frn_det_tools.sweep import RunState, metrics_by_iteration, read_metrics, read_state
 
 __all__ = [
     "METRICS",

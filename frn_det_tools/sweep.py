@@ -12,9 +12,10 @@ placeholder, e.g. ``configs/Shapes/mask_rcnn_R_18_FPN_{norm}.yaml`` with norms
 carry what a norm needs beyond the NORM keys (FRN's longer warm-up, pretrained weights of
 the matching norm for COCO), which overriding NORM keys from the command line would lose.
 
-Each run has its own folder, ``OUTPUT/<config stem>/<norm>/ipg<N>/seed<S>/``, where the
-config stem is the template's file name without ``{norm}`` (``mask_rcnn_R_18_FPN``). In it,
-next to detectron2's files (``metrics.json``, ``last_checkpoint``, ``model_final.pth``):
+Each run has its own folder, ``OUTPUT/<config stem>/<norm>/ipg<N>/seed<S>/``
+(``frn_det_tools.run_folders``), where the config stem is the template's file name without
+``{norm}`` (``mask_rcnn_R_18_FPN``). In it, next to detectron2's files (``metrics.json``,
+``last_checkpoint``, ``model_final.pth``):
 
 - ``RUN.json``: the plan (train_net arguments, schedule), written when the sweep starts;
 - ``DONE.json``: written atomically once the run has exited cleanly with a final model,
@@ -58,11 +59,23 @@ from frn_det.engine import build_config, check_ims_per_gpu
 from frn_det.engine.batch import RESCALED_KEYS
 from frn_det.engine.trainer import strict_json_value
 from frn_det.engine.validation import InputError
+from frn_det.file_io import atomic_write_json
+from frn_det_tools.run_folders import (
+    CANONICAL_NORMS,
+    CONFIG_FILE,
+    DONE_FILE,
+    FAILED_FILE,
+    FINAL_MODEL,
+    LAST_CHECKPOINT,
+    LOG_FILE,
+    METRICS_FILE,
+    RUN_DIR_GLOB,
+    RUN_FILE,
+    run_dir,
+)
 
 __all__ = [
-    "CANONICAL_NORMS",
     "Run",
-    "RunKey",
     "RunState",
     "Schedule",
     "SweepError",
@@ -70,15 +83,12 @@ __all__ = [
     "dry_run_table",
     "expand_grid",
     "final_results",
-    "find_runs",
     "grid_warnings",
     "main",
     "metrics_by_iteration",
-    "norm_order",
     "plan_schedule",
     "read_metrics",
     "read_state",
-    "run_dir",
     "run_sweep",
     "subprocess_runner",
 ]
@@ -93,25 +103,12 @@ PADDING_AWARE_SUFFIX = "_pa"
 # total batch, schedule and images at each step for every point; only how they are split
 # into processes of N images changes.
 DESIGNS = ("fixed_images", "fixed_batch")
-# The order norms are listed in tables and plots; others follow alphabetically. A sweep's
-# norm names are file-name text (the {norm} of configs/..._{norm}.yaml), not registry names:
-# the config file sets the NORM keys, so the sweep needs no table from one to the other.
-CANONICAL_NORMS = ("bn", "syncbn", "gn", "frn")
 # The sweep sets these per run; an override among the KEY VALUE options would silently
 # break the folder layout or the grid.
 RESERVED_KEYS = ("SEED", "OUTPUT_DIR", "SOLVER.IMS_PER_GPU")
 # A run's command starts train_net as a module, so it works from an installed frn-det too.
 TRAIN_NET = ("-m", "frn_det.train_net")
 
-RUN_FILE = "RUN.json"
-DONE_FILE = "DONE.json"
-FAILED_FILE = "FAILED.json"
-LOG_FILE = "train_net.log"
-METRICS_FILE = "metrics.json"
-FINAL_MODEL = "model_final.pth"
-RUN_DIR_GLOB = "*/*/ipg*/seed*"
-_IPG_RE = re.compile(r"^ipg(?P<ipg>\d+)$")
-_SEED_RE = re.compile(r"^seed(?P<seed>-?\d+)$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 # detectron2 flattens evaluation results to "task/metric" (or "dataset/task/metric" with
 # several test datasets) in metrics.json.
@@ -217,51 +214,6 @@ def config_stem(template: str) -> str:
     name = name.replace(NORM_PLACEHOLDER, "")
     name = re.sub(r"[_-]{2,}", "_", name).strip("_-.")
     return name or "config"
-
-
-def run_dir(output: Path, stem: str, norm: str, ims_per_gpu: int, seed: int) -> Path:
-    """``output/<config stem>/<norm>/ipg<N>/seed<S>``, the folder of one run."""
-    return Path(output) / stem / norm / f"ipg{ims_per_gpu}" / f"seed{seed}"
-
-
-@dataclass(frozen=True)
-class RunKey:
-    """Where a run sits in the grid, as its folder names it."""
-
-    config_stem: str
-    norm: str
-    ims_per_gpu: int
-    seed: int
-
-
-def find_runs(output: str | os.PathLike) -> list[tuple[RunKey, Path]]:
-    """Every run folder under ``output`` (laid out by ``run_dir``) with its grid position,
-    sorted by config stem, norm, images per GPU and seed."""
-    found = []
-    for folder in Path(output).glob(RUN_DIR_GLOB):
-        ipg, seed = _IPG_RE.match(folder.parent.name), _SEED_RE.match(folder.name)
-        if folder.is_dir() and ipg and seed:
-            key = RunKey(
-                folder.parents[2].name, folder.parents[1].name, int(ipg["ipg"]), int(seed["seed"])
-            )
-            found.append((key, folder))
-    return sorted(
-        found,
-        key=lambda item: (
-            item[0].config_stem,
-            norm_order(item[0].norm),
-            item[0].ims_per_gpu,
-            item[0].seed,
-        ),
-    )
-
-
-def norm_order(norm: str) -> tuple[int, str]:
-    """Sort key listing norms as CANONICAL_NORMS does, others after them alphabetically."""
-    lower = norm.lower()
-    if lower in CANONICAL_NORMS:
-        return CANONICAL_NORMS.index(lower), lower
-    return len(CANONICAL_NORMS), lower
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -547,19 +499,16 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    # Write then rename: a reader (or a sweep started after a kill) sees the old file or the
-    # new one, never half of one, which is what makes DONE.json a safe "skip me" marker.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    text = json.dumps(strict_json_value(data), indent=2, sort_keys=True, allow_nan=False)
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    # Atomic: a reader (or a sweep started after a kill) sees the old file or the new one,
+    # never half of one, which is what makes DONE.json a safe "skip me" marker.
+    atomic_write_json(path, strict_json_value(data))
 
 
 def _checkpoint_iter(folder: Path, max_iter: int | None) -> int | None:
     # detectron2's checkpointer names the file after the last finished iteration's index
     # (model_0000099.pth holds 100 iterations) and records it in last_checkpoint.
     try:
-        name = (folder / "last_checkpoint").read_text(encoding="utf-8").strip()
+        name = (folder / LAST_CHECKPOINT).read_text(encoding="utf-8").strip()
     except OSError:
         return None
     if name == FINAL_MODEL:
@@ -572,7 +521,7 @@ def _config_max_iter(folder: Path) -> int | None:
     # A folder train_net wrote without the sweep still has the config it trained with,
     # already rescaled for its batch.
     try:
-        cfg = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+        cfg = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         return int(cfg["SOLVER"]["MAX_ITER"])
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
         return None

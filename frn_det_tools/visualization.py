@@ -39,6 +39,7 @@ from frn_det.engine import (
     exit_on_bad_input,
 )
 from frn_det.engine import argument_parser as train_net_argument_parser
+from frn_det_tools.run_folders import CONFIG_FILE, FINAL_MODEL, LAST_CHECKPOINT, run_key
 from frn_det_tools.sweep import read_state
 
 __all__ = [
@@ -103,10 +104,8 @@ class Sample:
 
 def _run_label(folder: Path) -> str:
     # A sweep's run folder is .../<norm>/ipg<N>/seed<S>: those three say which run it is.
-    parts = folder.resolve().parts
-    if len(parts) >= 3 and re.match(r"^ipg\d+$", parts[-2]) and re.match(r"^seed-?\d+$", parts[-1]):
-        return " ".join(parts[-3:])
-    return folder.name
+    key = run_key(folder)
+    return key.label if key is not None else folder.name
 
 
 def _results_line(folder: Path) -> str:
@@ -131,20 +130,20 @@ def checkpoint_from_run(folder: str | os.PathLike, label: str | None = None) -> 
         VisualizeError: naming the folder and the file it lacks.
     """
     folder = Path(folder)
-    config = folder / "config.yaml"
+    config = folder / CONFIG_FILE
     if not config.is_file():
         raise VisualizeError(
-            f"{os.fspath(folder)!r} is not a train_net output folder: it has no config.yaml"
+            f"{os.fspath(folder)!r} is not a train_net output folder: it has no {CONFIG_FILE}"
         )
-    weights = folder / "model_final.pth"
+    weights = folder / FINAL_MODEL
     if not weights.is_file():
-        last = folder / "last_checkpoint"
+        last = folder / LAST_CHECKPOINT
         name = last.read_text(encoding="utf-8").strip() if last.is_file() else ""
         weights = folder / name
         if not name or not weights.is_file():
             raise VisualizeError(
-                f"{os.fspath(folder)!r} holds no model_final.pth and no checkpoint named by "
-                "last_checkpoint: the run has not saved a model yet"
+                f"{os.fspath(folder)!r} holds no {FINAL_MODEL} and no checkpoint named by "
+                f"{LAST_CHECKPOINT}: the run has not saved a model yet"
             )
     results = _results_line(folder)
     label = (label or _run_label(folder)) + (f"\n{results}" if results else "")
@@ -577,11 +576,11 @@ def _checkpoints(
             raise VisualizeError(
                 f"{item!r} is neither a run folder nor a {'/'.join(WEIGHT_SUFFIXES)} weights file"
             )
-        config = Path(config_file) if config_file else path.parent / "config.yaml"
+        config = Path(config_file) if config_file else path.parent / CONFIG_FILE
         if not config.is_file():
             raise VisualizeError(
                 f"no config for weights {item!r}: give --config-file (there is no "
-                f"{os.fspath(path.parent / 'config.yaml')})"
+                f"{os.fspath(path.parent / CONFIG_FILE)})"
             )
         found.append(Checkpoint(config, path, label or path.parent.name or path.stem))
     return found

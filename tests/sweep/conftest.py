@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from frn_det.data.shapes import generate_shapes_dataset
-from frn_det_tools.sweep import run_dir
+from frn_det_tools.run_folders import run_dir
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPES_TEMPLATE = os.fspath(REPO / "configs" / "Shapes" / "mask_rcnn_R_18_FPN_{norm}.yaml")
