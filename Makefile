@@ -40,3 +40,11 @@ CUDA_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 .PHONY: cuda-check
 cuda-check:
 	$(CUDA_PYTHON) -m frn_det_tools.cuda_check $(CUDA_CHECK_ARGS)
+
+# The sweep on a real single-node Slurm (issue 15, docs/slurm.md): as root, installs Debian's
+# slurm-wlm and munge when missing, starts slurmctld + slurmd with configs in a temp folder
+# (dev/slurm/start.sh), runs tests/sweep/test_slurm_cluster.py on it and stops it. Minutes
+# long; not part of make test.
+.PHONY: slurm-check
+slurm-check: $(STAMP)
+	bash dev/slurm/check.sh

@@ -1,0 +1,146 @@
+"""tools/sweep.py --launcher slurm on a real Slurm: the tiny 2-run sweep submitted as jobs,
+one of them signalled as Slurm signals a job before its time limit (``scancel --signal
+USR2``, what submitit's own tests do) once it has a checkpoint: requeued by Slurm, it
+resumes from that checkpoint; a third run fails and the summary says so with its log.
+
+Runs only under ``make slurm-check`` (FRN_DET_SLURM_CHECK=1), which starts a single-node
+Slurm (dev/slurm/start.sh) and stops it afterwards; minutes long (Slurm holds a requeued
+job back for two minutes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+if os.environ.get("FRN_DET_SLURM_CHECK") != "1":
+    pytest.skip("needs a Slurm cluster: make slurm-check", allow_module_level=True)
+
+from frn_det_tools.slurm import job_statuses  # noqa: E402
+from frn_det_tools.summarize import summarize  # noqa: E402
+from frn_det_tools.sweep import main, read_state  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+SHAPES_TEMPLATE = os.fspath(REPO / "configs" / "Shapes" / "mask_rcnn_R_18_FPN_{norm}.yaml")
+STEM = "mask_rcnn_R_18_FPN"
+# As tests/sweep/test_slurm_local_executor.py: 4 iterations of 2 images at 64 px, a
+# checkpoint every 2.
+TINY_OPTS = [
+    "MODEL.FRN.IMPL", "autograd",
+    "MODEL.FPN.OUT_CHANNELS", "32",
+    "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50",
+    # Every detection kept: 4 iterations' model scores low, and AP is then a number.
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+    "DATALOADER.NUM_WORKERS", "0",
+    "INPUT.MIN_SIZE_TRAIN", "(64,)",
+    "INPUT.MAX_SIZE_TRAIN", "64",
+    "INPUT.MIN_SIZE_TEST", "64",
+    "INPUT.MAX_SIZE_TEST", "64",
+    "SOLVER.IMS_PER_BATCH", "2",
+    "SOLVER.REFERENCE_WORLD_BATCH", "2",
+    "SOLVER.MAX_ITER", "4",
+    "SOLVER.CHECKPOINT_PERIOD", "2",
+    "SOLVER.STEPS", "()",
+    "SOLVER.WARMUP_ITERS", "1",
+]  # fmt: skip
+JOB_FLAGS = ["--launcher", "slurm", "--gpus-per-node", "0", "--cpus-per-task", "1"]
+JOB_FLAGS += ["--timeout-min", "20", "--partition", "debug"]
+
+
+def _until(what: str, check, timeout: float = 900.0, every: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _cell(table: str, norm: str) -> str:
+    [row] = [line for line in table.splitlines() if line.startswith(f"| {norm} |")]
+    return row
+
+
+def test_a_sweep_on_slurm_finishes_a_requeued_job_resumes_and_a_failed_one_is_shown(
+    tmp_path, tiny_shapes, monkeypatch, capsys
+):
+    assert shutil.which("sbatch"), "make slurm-check puts Slurm's commands on PATH"
+    monkeypatch.setenv("DETECTRON2_DATASETS", os.fspath(tiny_shapes))
+    out = tmp_path / "out"
+    argv = ["--configs", SHAPES_TEMPLATE, "--norms", "gn,frn", "--ims-per-gpu", "2"]
+    argv += ["--output", os.fspath(out), *JOB_FLAGS, *TINY_OPTS]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    print(printed)
+    assert "2 submitted" in printed and "squeue --jobs" in printed
+    folders = {norm: out / STEM / norm / "ipg2" / "seed0" for norm in ("gn", "frn")}
+    victim = folders["frn"]
+    job_id = json.loads((victim / "JOB.json").read_text())["job_id"]
+
+    # Once the run has a checkpoint: the signal Slurm sends before a job's time limit.
+    _until("a checkpoint of the frn run", lambda: (victim / "last_checkpoint").is_file(), every=0.2)
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    # submitit requeues it; Slurm holds a requeued job back (BeginTime) before it runs again.
+    _until(
+        "the signalled job to be pending again",
+        lambda: job_statuses([victim])[victim].state == "PENDING",
+        timeout=120,
+        every=0.5,
+    )
+    table = summarize(out, curves=False)["table"].read_text()
+    print(table)
+    assert re.search(rf"unfinished \(iter \d+/4\); Slurm job {job_id} pending", _cell(table, "frn"))
+
+    _until(
+        "both runs to finish",
+        lambda: all(read_state(f).status in ("done", "failed") for f in folders.values()),
+    )
+    for norm, folder in folders.items():
+        state = read_state(folder)
+        assert state.status == "done", (norm, (folder / "train_net.log").read_text()[-3000:])
+        assert {"bbox/AP", "segm/AP"} <= state.results.keys()
+    job_log = Path(json.loads((victim / "JOB.json").read_text())["job_log"]).read_text()
+    assert "Calling checkpoint method" in job_log and f"Requeued job {job_id}" in job_log
+    starts = re.findall(
+        r"Command Line Args: Namespace\(.*?resume=(\w+)", (victim / "train_net.log").read_text()
+    )
+    assert starts == ["False", "True"], starts
+    log = (victim / "log.txt").read_text()
+    resumed_at = re.findall(r"Starting training from iteration (\d+)", log)
+    assert resumed_at[0] == "0" and len(resumed_at) == 2 and int(resumed_at[1]) >= 2, resumed_at
+
+    # Sweeping again submits nothing; the summary has both runs' AP.
+    assert main(argv) == 0
+    assert "0 submitted, 0 already queued or running, 2 already done" in capsys.readouterr().out
+    table = summarize(out, curves=False)["table"].read_text()
+    print(table)
+    for norm in ("gn", "frn"):
+        assert re.search(r"\| \d+\.\d / \d+\.\d \|", _cell(table, norm)), table
+
+    # A run whose job fails (its dataset is missing where the job runs): failed, with its log.
+    monkeypatch.setenv("DETECTRON2_DATASETS", os.fspath(tmp_path / "no_datasets"))
+    broken = tmp_path / "broken"
+    argv = ["--configs", SHAPES_TEMPLATE, "--norms", "bn", "--ims-per-gpu", "2"]
+    assert main([*argv, "--output", os.fspath(broken), *JOB_FLAGS, *TINY_OPTS]) == 0
+    folder = broken / STEM / "bn" / "ipg2" / "seed0"
+    _until(
+        "the broken run's job to end",
+        lambda: not job_statuses([folder])[folder].active,
+        timeout=300,
+    )
+    table = summarize(broken, curves=False)["table"].read_text()
+    print(table)
+    failed_id = json.loads((folder / "JOB.json").read_text())["job_id"]
+    expected = f"failed (exit 2, iter 0/4); Slurm job {failed_id}, log: {folder / 'train_net.log'}"
+    assert expected in _cell(table, "bn"), table
+    assert "frn_shapes" in (folder / "train_net.log").read_text()
