@@ -26,6 +26,7 @@ from tabulate import tabulate
 
 from frn_det.checkpoint import FRNCheckpointer
 from frn_det.config import add_frn_config
+from frn_det.engine.validation import check_config_options
 from frn_det.layers.padding import padding_scope
 
 __all__ = ["Row", "feature_change", "main", "measure"]
@@ -223,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
         parser.error(str(error))
     if not rows:
         parser.error("--rows names no row; e.g. frn,frn:pa,gn")
+    check_config_options(args.opts, error=parser.error)
     for row in rows:
         if not Path(args.config_template.format(norm=row.norm)).is_file():
             parser.error(

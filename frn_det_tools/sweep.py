@@ -58,7 +58,7 @@ from frn_det.engine import argument_parser as train_net_argument_parser
 from frn_det.engine import build_config, check_ims_per_gpu
 from frn_det.engine.batch import RESCALED_KEYS
 from frn_det.engine.trainer import strict_json_value
-from frn_det.engine.validation import InputError
+from frn_det.engine.validation import InputError, check_config_options
 from frn_det.file_io import atomic_write_json
 from frn_det_tools.run_folders import (
     CANONICAL_NORMS,
@@ -225,10 +225,7 @@ def _check_name(kind: str, value: str) -> str:
 
 
 def _check_opts(opts: Sequence[str]) -> tuple[str, ...]:
-    if len(opts) % 2:
-        raise SweepError(
-            f"config options must be KEY VALUE pairs, got an odd number ({len(opts)}): {list(opts)}"
-        )
+    check_config_options(opts, error=SweepError)
     for key in opts[::2]:
         if key in RESERVED_KEYS:
             raise SweepError(

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from frn_det.engine.validation import check_config_options
 from frn_det.layers.frn import FRN_IMPLS
 from frn_det_tools.benchmark import (
     DEFAULT_CONFIG,
@@ -113,8 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 f"--config {args.config}: {config_path(args.config, norm)} (norm {norm}) "
                 "does not exist"
             )
-    if len(args.opts) % 2:
-        parser.error(f"config options come in KEY VALUE pairs, got {args.opts}")
+    check_config_options(args.opts, error=parser.error)
     return args
 
 

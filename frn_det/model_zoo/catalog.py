@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..engine.validation import config_options_problem
+
 __all__ = [
     "CATALOG",
     "CATALOG_FILE",
@@ -140,12 +142,10 @@ def _check_entry(entry: ZooEntry, where: str) -> None:
             problems.append(f"{name} must be an integer >= 1 or null, got {value!r}")
     if entry.source not in SOURCES:
         problems.append(f"source must be one of {', '.join(SOURCES)}, got {entry.source!r}")
-    if (
-        not isinstance(entry.opts, tuple)
-        or len(entry.opts) % 2
-        or not all(isinstance(o, str) for o in entry.opts)
-    ):
-        problems.append(f"opts must be KEY VALUE strings, an even number, got {entry.opts!r}")
+    if not isinstance(entry.opts, tuple) or not all(isinstance(o, str) for o in entry.opts):
+        problems.append(f"opts must be KEY VALUE strings, got {entry.opts!r}")
+    elif problem := config_options_problem(entry.opts):
+        problems.append(f"opts must be KEY VALUE strings: {problem}")
     if problems:
         raise ModelZooError(f"{where}: " + "; ".join(problems))
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from ..engine.validation import check_config_options
 from .catalog import ChecksumMismatchError, ModelZooError, ZooEntry
 from .config_files import get_config_file
 
@@ -107,13 +108,10 @@ def eval_only_args(
     sets it, OUTPUT_DIR ``output/eval_zoo/NAME``.
 
     Raises:
-        ModelZooError: for an odd number of ``opts``, ``opts`` that set MODEL.WEIGHTS, or a
-            config the package does not ship.
+        ModelZooError: for ``opts`` that are not KEY VALUE pairs or that set MODEL.WEIGHTS,
+            or a config the package does not ship.
     """
-    if len(opts) % 2:
-        raise ModelZooError(
-            f"config options must be KEY VALUE pairs, got an odd number ({len(opts)}): {list(opts)}"
-        )
+    check_config_options(opts, error=ModelZooError)
     keys = list(opts[::2])
     if "MODEL.WEIGHTS" in keys:
         raise ModelZooError(

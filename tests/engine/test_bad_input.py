@@ -245,6 +245,37 @@ def test_an_unknown_key_in_the_options_names_the_key_and_the_closest_key():
     )
 
 
+@pytest.mark.parametrize(
+    ("opts", "message"),
+    [
+        (["SOLVER.BASE_LR"], r"KEY VALUE pairs .*got an odd number of them: \['SOLVER.BASE_LR'\]$"),
+        (
+            ["SOLVER.BASE_LR", "0.1", "0.2", "SEED"],
+            r"got '0.2' where a key should be \(option 3 of 4: .*such as SOLVER.BASE_LR$",
+        ),
+        (["SEED", "1", "--resume", "x"], r"got '--resume' .*flags go before the KEY VALUE"),
+    ],
+)
+def test_options_that_are_not_key_value_pairs_are_refused_naming_the_one_out_of_place(
+    opts, message
+):
+    with pytest.raises(InputError, match=message):
+        build_config(_args(*opts))
+    with pytest.raises(InputError, match=message):
+        validation.check_config_options(opts)
+    validation.check_config_options(["SOLVER.BASE_LR", "0.1", "solver.max_iter", "5"])
+
+
+def test_a_users_own_merge_of_an_odd_option_list_is_explained():
+    cfg = add_frn_config(get_cfg())
+    with pytest.raises(AssertionError) as raised:
+        cfg.merge_from_list(["SOLVER.BASE_LR"])
+    assert str(explain_config_error(raised.value, cfg)) == (
+        "config options must be KEY VALUE pairs (a key, then its value), got an odd number "
+        "of them: ['SOLVER.BASE_LR']"
+    )
+
+
 def test_a_value_of_the_wrong_type_names_the_key_the_type_and_the_value():
     with pytest.raises(InputError, match=r"IMS_PER_BATCH .* type int \(its default is 16\), got"):
         build_config(_args("SOLVER.IMS_PER_BATCH", "two"))

@@ -8,8 +8,9 @@ Here every such mistake raises ``InputError`` at config/setup time, naming the t
 value received and what is accepted, with the closest valid name where there is one.
 
 - ``config_file``: ``load_config`` (defaults + frn-det's keys + a YAML file + KEY VALUE
-  options) and ``explain_config_error`` (the same explanations for errors raised by a
-  user's own ``cfg.merge_from_file`` / ``merge_from_list``).
+  options), ``explain_config_error`` (the same explanations for errors raised by a
+  user's own ``cfg.merge_from_file`` / ``merge_from_list``) and ``check_config_options``
+  (KEY VALUE options in pairs, keys first, wherever a command or record holds them).
 - ``config_values``: ``check_config``: frn-det's keys present, every NORM key a
   registered norm, every component registered, values in their accepted ranges and sets
   (``check_values``), and a batch the processes can share (``check_batch``).
@@ -22,7 +23,12 @@ The command line's own checks (launch flags, OUTPUT_DIR, the checkpoint a run st
 from) are in ``frn_det.engine.cli``, which builds the model to check the checkpoint.
 """
 
-from .config_file import explain_config_error, load_config
+from .config_file import (
+    check_config_options,
+    config_options_problem,
+    explain_config_error,
+    load_config,
+)
 from .config_values import (
     AMP_PRECISIONS,
     LR_SCHEDULERS,
@@ -46,11 +52,13 @@ __all__ = [
     "check_batch",
     "check_components",
     "check_config",
+    "check_config_options",
     "check_datasets",
     "check_frn_keys",
     "check_norms",
     "check_values",
     "closest",
+    "config_options_problem",
     "explain_config_error",
     "load_config",
 ]

@@ -8,6 +8,9 @@
   float is expected is taken as that float (SOLVER.BASE_LR 1).
 - ``explain_config_error``: the same explanations for what a user's own
   ``cfg.merge_from_file`` / ``merge_from_list`` raised (e.g. without ``add_frn_config``).
+- ``check_config_options``: ``KEY VALUE`` options in pairs with a dotted key first, for
+  every command line and record that holds them (train_net, the sweep, the model zoo's
+  catalog and evaluation, the benchmark and batch-leak tools).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from .errors import InputError, closest
 
 __all__ = [
     "ADD_FRN_CONFIG_HINT",
+    "check_config_options",
+    "config_options_problem",
     "config_paths",
     "explain_config_error",
     "frn_config_keys",
@@ -42,6 +47,9 @@ ADD_FRN_CONFIG_HINT = (
 """How to give a config frn-det's keys, for the messages that find them missing."""
 
 
+# A yacs key: names of letters, digits and underscores joined by dots (SOLVER.BASE_LR).
+# Case is left to the unknown-key check, whose "did you mean" handles "solver.base_lr".
+_OPTION_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _NON_EXISTENT_KEY = re.compile(r"^Non-existent (?:config )?key: (?P<key>\S+)$")
 _ODD_OPTIONS = re.compile(
     r"^Override list has odd length: (?P<options>.*); it must be a list of pairs$", re.DOTALL
@@ -71,6 +79,44 @@ def _config_keys(cfg: CfgNode) -> list[str]:
 def frn_config_keys() -> frozenset[str]:
     """The keys ``add_frn_config`` adds to detectron2's defaults, nodes included (MODEL.FRN)."""
     return frozenset(_config_keys(add_frn_config(get_cfg()))) - frozenset(_config_keys(get_cfg()))
+
+
+_PAIRS = "config options must be KEY VALUE pairs (a key, then its value)"
+
+
+def _odd_options(shown: str) -> str:
+    return f"{_PAIRS}, got an odd number of them: {shown}"
+
+
+def config_options_problem(opts: Sequence[object]) -> str | None:
+    """What is wrong with ``opts`` as ``KEY VALUE`` config options (detectron2's trailing
+    ``merge_from_list`` arguments), or None: they must come in pairs, each key a dotted
+    name such as SOLVER.BASE_LR (not a flag, a number or a path, which a missing or extra
+    value shifts into a key's place). Whether a key exists is for the merge to say."""
+    opts = list(opts)
+    if len(opts) % 2:
+        return _odd_options(repr(opts))
+    for index in range(0, len(opts), 2):
+        key = opts[index]
+        if isinstance(key, str) and _OPTION_KEY.match(key):
+            continue
+        flag = isinstance(key, str) and key.startswith("-")
+        hint = "; flags go before the KEY VALUE options" if flag else ""
+        return (
+            f"{_PAIRS}, got {key!r} where a key should be (option {index + 1} of {len(opts)}: "
+            f"{opts}); keys are dotted names such as SOLVER.BASE_LR{hint}"
+        )
+    return None
+
+
+def check_config_options(
+    opts: Sequence[object], error: Callable[[str], Exception] = InputError
+) -> None:
+    """Raise ``error(message)`` (``InputError`` unless a caller has its own kind) when
+    ``opts`` are not ``KEY VALUE`` config options; see ``config_options_problem``."""
+    problem = config_options_problem(opts)
+    if problem is not None:
+        raise error(problem)
 
 
 def explain_config_error(
@@ -111,10 +157,7 @@ def explain_config_error(
             return InputError(f"config key {key} (in {source}) does not exist{hint}")
         match = _ODD_OPTIONS.match(text)
         if match:
-            return InputError(
-                "the KEY VALUE config options must come in pairs (a key, then its value), "
-                f"got an odd number: {match['options']}"
-            )
+            return InputError(_odd_options(match["options"]))
         if isinstance(error, KeyError) and "was renamed to" in text:
             return InputError(f"{text} (in {source})")
     if isinstance(error, ValueError):
@@ -137,7 +180,7 @@ def load_config(
     Raises:
         InputError: the file (or a ``_BASE_`` it names) does not exist or is not YAML; a
             key does not exist (with the closest valid key); a value has the wrong type;
-            ``opts`` does not come in pairs.
+            ``opts`` are not KEY VALUE pairs (``check_config_options``).
     """
     cfg = add_frn_config(cfg if cfg is not None else get_cfg())
     if config_file:
@@ -147,6 +190,7 @@ def load_config(
         if not os.path.isfile(path):
             raise InputError(f"config file {path} (--config-file) is not a file")
         _merge(cfg, lambda: _merge_file(cfg, path), f"config file {path}")
+    check_config_options(opts)
     options = _floats_for_float_options(cfg, list(opts))
     _merge(cfg, lambda: cfg.merge_from_list(options), "the KEY VALUE options")
     return cfg
