@@ -27,6 +27,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
+from frn_det_tools import markdown
 from frn_det_tools.run_folders import METRICS_FILE, RunKey, find_runs, norm_order
 from frn_det_tools.slurm import JobStatus, job_statuses
 from frn_det_tools.sweep import RunState, metrics_by_iteration, read_metrics, read_state
@@ -236,13 +237,13 @@ def markdown_table(points: Sequence[Point], title: str = "Sweep results") -> str
             f"{' / '.join(label for _, label in metrics)} (COCO, %): mean ± std over the "
             "finished repeats (n, when more than one); runs that did not finish are listed.",
             "",
-            "| norm | " + " | ".join(f"{s} image{'s' if s > 1 else ''}/GPU" for s in sizes) + " |",
-            "|" + " --- |" * (len(sizes) + 1),
         ]
-        for norm in norms:
-            row = [cells.get((norm, s), "no run") for s in sizes]
-            lines.append(f"| {_norm_label(norm, group)} | " + " | ".join(row) + " |")
-        lines.append("")
+        headers = ["norm", *(f"{s} image{'s' if s > 1 else ''}/GPU" for s in sizes)]
+        rows = [
+            [_norm_label(norm, group), *(cells.get((norm, s), "no run") for s in sizes)]
+            for norm in norms
+        ]
+        lines += [markdown.markdown_table(rows, headers), ""]
     if not points:
         lines += ["No run folders found.", ""]
     return "\n".join(lines)
