@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
-from tabulate import tabulate
 
+from frn_det_tools.markdown import markdown_table
 from frn_det_tools.run_folders import METRICS_FILE, norm_order
 from frn_det_tools.summarize import (
     METRICS,
@@ -202,11 +202,6 @@ def plot_mean_curves(
     fig.savefig(path, dpi=110)
 
 
-def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    # Cells are formatted already ("12.9 ± 1.0 (n=3)"); tabulate would re-read numbers.
-    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
-
-
 def _fmt(stats: Mapping[str, Any] | None) -> str:
     if stats is None:
         return "-"
@@ -235,7 +230,7 @@ def results_markdown(
             row.append(f"{chosen[norm]:g}" if norm in chosen else "-")
             table.append(row)
         headers = ["norm", *(f"box AP at {lr:g}" for lr in lrs), "chosen BASE_LR"]
-        out += ["### Learning-rate search", "", _table(table, headers), ""]
+        out += ["### Learning-rate search", "", markdown_table(table, headers), ""]
     sizes = sorted({p.ims_per_gpu for p in points})
     for metric, label in (*METRICS, *RUNNING_METRICS):
         table = []
@@ -250,7 +245,7 @@ def results_markdown(
         if table:
             headers = ["norm", *(f"{n} images/GPU" for n in sizes)]
             out += [f"### {label}: mean ± std over seeds", "",
-                    _table(table, headers), ""]  # fmt: skip
+                    markdown_table(table, headers), ""]  # fmt: skip
     for metric, label in METRICS:
         effects = layout_effects(points, metric)
         if not effects:
@@ -264,7 +259,7 @@ def results_markdown(
         large, small = effects[0].large, effects[0].small
         headers = ["norm", f"{large}/GPU", f"{small}/GPU", "change ± s.e.", "> 2 s.e.?"]
         out += [f"### {label} from {large} to {small} images per GPU", "",
-                _table(table, headers), ""]  # fmt: skip
+                markdown_table(table, headers), ""]  # fmt: skip
     if curves:
         table = []
         for (norm, size), curve in sorted(curves.items(), key=lambda kv: (norm_order(kv[0][0]),
@@ -280,7 +275,7 @@ def results_markdown(
             headers = ["norm", "images/GPU", "box AP at 1/2", "at 3/4", "at the end",
                        "last quarter"]  # fmt: skip
             out += ["### Box AP along the schedule (mean over seeds)", "",
-                    _table(table, headers), ""]  # fmt: skip
+                    markdown_table(table, headers), ""]  # fmt: skip
     return "\n".join(out)
 
 

@@ -22,12 +22,12 @@ from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
-from tabulate import tabulate
 
 from frn_det.checkpoint import FRNCheckpointer
 from frn_det.config import add_frn_config
 from frn_det.engine.validation import check_config_options
 from frn_det.layers.padding import padding_scope
+from frn_det_tools.markdown import markdown_table
 
 __all__ = ["Row", "feature_change", "main", "measure"]
 
@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, object]]:
         for r in results
     ]
     print(f"Change of A's features when batched with B ({source}; eval mode, seed {args.seed})")
-    print(tabulate(table, headers=["norm", "weights", *levels], tablefmt="github"))
+    print(markdown_table(table, ["norm", "weights", *levels]))
     if args.json:
         payload = {"source": source, "seed": args.seed, "results": results}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")

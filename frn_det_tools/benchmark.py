@@ -44,10 +44,11 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 from frn_det.config import add_frn_config
-from frn_det.engine.trainer import Trainer, prepare_config
+from frn_det.engine import Trainer, prepare_config
 from frn_det.layers.frn import frn_impl
 from frn_det.model_zoo import configs_root
 from frn_det.solver import build_optimizer
+from frn_det_tools.markdown import markdown_table
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -524,21 +525,18 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table."""
-    lines = [
-        "| norm | s/iter | it/s | x BN | x GN | x plain | first iter s "
-        "| saved-for-backward MiB | peak MiB | fg RoIs/iter |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    headers = ["norm", "s/iter", "it/s", "x BN", "x GN", "x plain", "first iter s"]
+    headers += ["saved-for-backward MiB", "peak MiB", "fg RoIs/iter"]
+    table = []
     for r in rows:
         peak = r.get("peak_bytes")
-        lines.append(
-            f"| {r['norm']} | {r['s_per_iter']:.3f} | {r['it_per_s']:.3f} "
-            f"| {_fmt(r['vs_BN'], '.2f')} | {_fmt(r['vs_GN'], '.2f')} "
-            f"| {_fmt(r.get('vs_plain'), '.2f')} | {r['first_iter_s']:.2f} "
-            f"| {r['saved_bytes'] / MIB:.1f} | {_fmt(None if peak is None else peak / MIB, '.1f')} "
-            f"| {_fmt(r['fg_rois_per_iter'], '.0f')} |"
-        )
-    return "\n".join(lines)
+        table.append([
+            r["norm"], f"{r['s_per_iter']:.3f}", f"{r['it_per_s']:.3f}",
+            _fmt(r["vs_BN"], ".2f"), _fmt(r["vs_GN"], ".2f"), _fmt(r.get("vs_plain"), ".2f"),
+            f"{r['first_iter_s']:.2f}", f"{r['saved_bytes'] / MIB:.1f}",
+            _fmt(None if peak is None else peak / MIB, ".1f"), _fmt(r["fg_rois_per_iter"], ".0f"),
+        ])  # fmt: skip
+    return markdown_table(table, headers, "l" + "r" * (len(headers) - 1))
 
 
 def target_summary(rows: list[dict[str, Any]]) -> str:
@@ -660,20 +658,15 @@ def profile_table(profiles: dict[str, dict[str, float]], top: int = 25) -> str:
     names = list(profiles)
     buckets = {b for p in profiles.values() for b in p if b != "total"}
     ranked = sorted(buckets, key=lambda b: -max(p.get(b, 0.0) for p in profiles.values()))
-    lines = [
-        "| bucket (CPU ms) | " + " | ".join(names) + " |",
-        "| --- |" + " ---: |" * len(names),
+    table = [
+        [bucket] + [f"{profiles[n].get(bucket, 0.0):.0f}" for n in names] for bucket in ranked[:top]
     ]
-    for bucket in ranked[:top]:
-        cells = " | ".join(f"{profiles[n].get(bucket, 0.0):.0f}" for n in names)
-        lines.append(f"| {bucket} | {cells} |")
     rest = ranked[top:]
     if rest:
-        cells = " | ".join(f"{sum(profiles[n].get(b, 0.0) for b in rest):.0f}" for n in names)
-        lines.append(f"| ({len(rest)} more buckets) | {cells} |")
-    cells = " | ".join(f"{profiles[n]['total']:.0f}" for n in names)
-    lines.append(f"| total (wall, profiled) | {cells} |")
-    return "\n".join(lines)
+        cells = [f"{sum(profiles[n].get(b, 0.0) for b in rest):.0f}" for n in names]
+        table.append([f"({len(rest)} more buckets)", *cells])
+    table.append(["total (wall, profiled)"] + [f"{profiles[n]['total']:.0f}" for n in names])
+    return markdown_table(table, ["bucket (CPU ms)", *names], "l" + "r" * len(names))
 
 
 def _worker_main(argv: Sequence[str]) -> None:

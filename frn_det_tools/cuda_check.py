@@ -59,6 +59,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from frn_det_tools.markdown import markdown_table
+
 __all__ = [
     "CPU_SMOKE",
     "GPU",
@@ -696,21 +698,22 @@ def summary_markdown(preset: Preset, results: list[StepResult], out: Path) -> st
         "",
         "## Steps",
         "",
-        "| step | status | s | limit s | notes |",
-        "| --- | --- | ---: | ---: | --- |",
     ]
-    for r in results:
-        note = r.error.replace("|", "/")
-        lines.append(f"| {r.name} | {r.status} | {r.seconds:.0f} | {r.timeout_s:.0f} | {note} |")
+    steps = [
+        [r.name, r.status, f"{r.seconds:.0f}", f"{r.timeout_s:.0f}", r.error.replace("|", "/")]
+        for r in results
+    ]
+    lines += _markdown_table(steps, ["step", "status", "s", "limit s", "notes"], "llrrl")
     targets = [(r.name, c) for r in results for c in r.checks if c.kind == "target"]
     lines += ["", "## Targets", ""]
     if not preset.targets_count:
         lines += ["CPU smoke run: the targets are GPU targets, shown here, not counted.", ""]
     if targets:
-        lines += ["| step | target | value | wanted | met |", "| --- | --- | ---: | ---: | --- |"]
-        for name, c in targets:
-            lines.append(f"| {name} | {c.what} | {c.value} | {c.target} | "
-                         f"{'met' if c.ok else 'MISSED'} |")
+        rows = [
+            [n, c.what, str(c.value), str(c.target), "met" if c.ok else "MISSED"]
+            for n, c in targets
+        ]
+        lines += _markdown_table(rows, ["step", "target", "value", "wanted", "met"], "llrrl")
     else:
         lines.append("No target was measured.")
     lines += ["", "## Failed checks", ""]
@@ -721,6 +724,10 @@ def summary_markdown(preset: Preset, results: list[StepResult], out: Path) -> st
     lines += _kernel_section(out) + _norm_section(out, preset) + _model_section(out)
     lines += _training_section(out)
     return "\n".join(lines) + "\n"
+
+
+def _markdown_table(rows: Sequence[Sequence[str]], headers: Sequence[str], align: str) -> list[str]:
+    return markdown_table(rows, headers, align).splitlines()
 
 
 def _kernel_section(out: Path) -> list[str]:
@@ -734,18 +741,18 @@ def _kernel_section(out: Path) -> list[str]:
         "every gradient (the worst of them; also against the reference path in the same "
         "dtype). Tolerances: " + ", ".join(f"{k} {v:.1e}" for k, v in TOLERANCES.items()) + ".",
         "",
-        "| case | dtype | path | output | d input | d params | vs reference path | ok |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
+    rows = []
     for row in report["rows"]:
         e = row["errors"]
         params = max([v for k, v in e.items() if k.startswith("d_") and k != "d_x"] or [0.0])
-        lines.append(
-            f"| {row['case']} | {row['dtype']} | {row['impl']} | {e.get('out', 0):.1e} "
-            f"| {e.get('d_x', 0):.1e} | {params:.1e} | {row.get('vs_reference_path', 0):.1e} "
-            f"| {'yes' if row['ok'] else 'NO'} |"
-        )
-    return lines
+        rows.append([
+            row["case"], row["dtype"], row["impl"], f"{e.get('out', 0):.1e}",
+            f"{e.get('d_x', 0):.1e}", f"{params:.1e}", f"{row.get('vs_reference_path', 0):.1e}",
+            "yes" if row["ok"] else "NO",
+        ])  # fmt: skip
+    headers = ["case", "dtype", "path", "output", "d input", "d params", "vs reference path"]
+    return lines + _markdown_table(rows, [*headers, "ok"], "lllrrrrl")
 
 
 def _norm_section(out: Path, preset: Preset) -> list[str]:
@@ -764,17 +771,17 @@ def _norm_section(out: Path, preset: Preset) -> list[str]:
             f"{_fmt(bandwidth and bandwidth / 1e9, '.0f')} GB/s; floor: "
             f"{meta.get('byte_model', 'not reported')}.",
             "",
-            "| shape | method | fwd+bwd ms | x BN+ReLU | floor ms | x floor | peak MiB |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
         ]
-        for r in rows:
-            peak = r.get("peak_bytes")
-            lines.append(
-                f"| {r['shape']} {r['dims']} | {r['method']} | {r['ms']:.3f} "
-                f"| {r['vs_bn']:.2f} | {_fmt(r.get('floor_ms'), '.3f')} "
-                f"| {_fmt(r.get('vs_floor'), '.2f')} "
-                f"| {_fmt(None if peak is None else peak / 2**20, '.1f')} |"
-            )
+        table = [
+            [
+                f"{r['shape']} {r['dims']}", r["method"], f"{r['ms']:.3f}", f"{r['vs_bn']:.2f}",
+                _fmt(r.get("floor_ms"), ".3f"), _fmt(r.get("vs_floor"), ".2f"),
+                _fmt(None if r.get("peak_bytes") is None else r["peak_bytes"] / 2**20, ".1f"),
+            ]  # fmt: skip
+            for r in rows
+        ]
+        headers = ["shape", "method", "fwd+bwd ms", "x BN+ReLU", "floor ms", "x floor"]
+        lines += _markdown_table(table, [*headers, "peak MiB"], "llrrrrr")
     return lines
 
 
@@ -790,18 +797,18 @@ def _model_section(out: Path) -> list[str]:
         + (", the last 3/4 as wide (ragged)" if spec.get("ragged") else "")
         + f", median of {spec.get('iters')} iterations after {spec.get('warmup')} warm-up.",
         "",
-        "| norm | s/iter | x BN | x GN | x plain | first iter s | peak MiB | peak x GN |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    rows = []
     for r in report["rows"]:
         peak = r.get("peak_bytes")
-        lines.append(
-            f"| {r['norm']} | {r['s_per_iter']:.3f} | {_fmt(r.get('vs_BN'), '.2f')} "
-            f"| {_fmt(r.get('vs_GN'), '.2f')} | {_fmt(r.get('vs_plain'), '.2f')} "
-            f"| {r['first_iter_s']:.1f} | {_fmt(None if peak is None else peak / 2**20, '.0f')} "
-            f"| {_fmt(r.get('peak_vs_GN'), '.2f')} |"
-        )
-    return lines
+        rows.append([
+            r["norm"], f"{r['s_per_iter']:.3f}", _fmt(r.get("vs_BN"), ".2f"),
+            _fmt(r.get("vs_GN"), ".2f"), _fmt(r.get("vs_plain"), ".2f"),
+            f"{r['first_iter_s']:.1f}", _fmt(None if peak is None else peak / 2**20, ".0f"),
+            _fmt(r.get("peak_vs_GN"), ".2f"),
+        ])  # fmt: skip
+    headers = ["norm", "s/iter", "x BN", "x GN", "x plain", "first iter s", "peak MiB"]
+    return lines + _markdown_table(rows, [*headers, "peak x GN"], "lrrrrrrr")
 
 
 def _training_section(out: Path) -> list[str]:

@@ -23,6 +23,7 @@ from frn_det.model_zoo import (
     lookup,
     verify,
 )
+from frn_det_tools.markdown import markdown_table
 from frn_det_tools.model_zoo import format_ap
 
 __all__ = ["argument_parser", "main", "run_train_net"]
@@ -37,16 +38,12 @@ def run_train_net(argv: Sequence[str]) -> None:
 
 
 def _catalog_table(catalog: Mapping[str, ZooEntry]) -> str:
+    headers = ["name", "source", "config", "box AP", "mask AP", "SHA-256"]
     rows = [
-        "| name | source | config | box AP | mask AP | SHA-256 |",
-        "| --- | --- | --- | --- | --- | --- |",
+        [e.name, e.source, e.config, format_ap(e.box_ap), format_ap(e.mask_ap), e.sha256 or "-"]
+        for e in catalog.values()
     ]
-    for entry in catalog.values():
-        rows.append(
-            f"| {entry.name} | {entry.source} | {entry.config} | {format_ap(entry.box_ap)} | "
-            f"{format_ap(entry.mask_ap)} | {entry.sha256 or '-'} |"
-        )
-    return "\n".join(rows)
+    return markdown_table(rows, headers)
 
 
 def argument_parser() -> argparse.ArgumentParser:

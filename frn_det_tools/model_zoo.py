@@ -50,6 +50,7 @@ from frn_det.model_zoo import (
     merge_entries,
     sha256_of,
 )
+from frn_det_tools.markdown import markdown_table
 from frn_det_tools.run_folders import (
     CONFIG_FILE,
     DONE_FILE,
@@ -285,17 +286,26 @@ def _checkpoint_cell(entry: ZooEntry) -> str:
     return f"[{entry.url.rsplit('/', 1)[-1]}]({entry.url})"
 
 
-def markdown_rows(entries: Iterable[ZooEntry]) -> list[str]:
-    """The rows of MODEL_ZOO.md's frn-det table for ``entries``."""
+_FRN_HEADERS = ("name", "config", "data", "images/GPU x GPUs", "box AP", "mask AP")
+_FRN_HEADERS += ("training time", "checkpoint", "SHA-256 of the checkpoint")
+
+
+def _frn_table(entries: Iterable[ZooEntry]) -> str:
     rows = []
     for e in entries:
         batch = f"{e.ims_per_gpu} x {e.num_gpus}" if e.ims_per_gpu and e.num_gpus else "-"
-        rows.append(
-            f"| {e.name} | [{e.config}]({e.config}) | {e.data} | {batch} | "
-            f"{format_ap(e.box_ap)} | {format_ap(e.mask_ap)} | {e.train_time or '-'} | "
-            f"{_checkpoint_cell(e)} | `{e.sha256 or '-'}` |"
-        )
-    return rows
+        rows.append([
+            e.name, f"[{e.config}]({e.config})", e.data, batch, format_ap(e.box_ap),
+            format_ap(e.mask_ap), e.train_time or "-", _checkpoint_cell(e),
+            f"`{e.sha256 or '-'}`",
+        ])  # fmt: skip
+    return markdown_table(rows, _FRN_HEADERS)
+
+
+def markdown_rows(entries: Iterable[ZooEntry]) -> list[str]:
+    """The rows of MODEL_ZOO.md's frn-det table for ``entries``, as a table of only them
+    lays them out (header and separator left out)."""
+    return _frn_table(entries).splitlines()[2:]
 
 
 _INTRO = """\
@@ -334,10 +344,8 @@ a hash, so no SHA-256 is recorded for them; `eval_zoo.py` prints the SHA-256 of 
 evaluated.
 
 """
-_D2_HEADER = (
-    "| name | config | detectron2 model-zoo config | box AP | mask AP | images/GPU x GPUs "
-    "| checkpoint | SHA-256 |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
-)
+_D2_HEADERS = ("name", "config", "detectron2 model-zoo config", "box AP", "mask AP")
+_D2_HEADERS += ("images/GPU x GPUs", "checkpoint", "SHA-256")
 
 _FRN_SECTION = """\
 ## frn-det checkpoints
@@ -370,21 +378,17 @@ def render_markdown(catalog: Mapping[str, ZooEntry]) -> str:
     """MODEL_ZOO.md for ``catalog``."""
     d2 = [e for e in catalog.values() if e.source == SOURCE_DETECTRON2]
     ours = [e for e in catalog.values() if e.source == SOURCE_FRN_DET]
-    d2_rows = []
-    for e in d2:
-        d2_rows.append(
-            f"| {e.name} | [{e.config}]({e.config}) | {e.detectron2_config} | "
-            f"{format_ap(e.box_ap)} | {format_ap(e.mask_ap)} | {e.ims_per_gpu} x "
-            f"{e.num_gpus} | {_checkpoint_cell(e)} | {e.sha256 or 'not recorded'} |"
-        )
-    parts = [_INTRO, _D2_SECTION + _D2_HEADER + "\n".join(d2_rows) + "\n", _FRN_SECTION]
+    d2_rows = [
+        [
+            e.name, f"[{e.config}]({e.config})", f"{e.detectron2_config}",
+            format_ap(e.box_ap), format_ap(e.mask_ap), f"{e.ims_per_gpu} x {e.num_gpus}",
+            _checkpoint_cell(e), e.sha256 or "not recorded",
+        ]  # fmt: skip
+        for e in d2
+    ]
+    parts = [_INTRO, _D2_SECTION + markdown_table(d2_rows, _D2_HEADERS) + "\n", _FRN_SECTION]
     if ours:
-        header = (
-            "| name | config | data | images/GPU x GPUs | box AP | mask AP | training time "
-            "| checkpoint | SHA-256 of the checkpoint |\n"
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
-        )
-        parts.append(header + "\n".join(markdown_rows(ours)) + "\n")
+        parts.append(_frn_table(ours) + "\n")
         parts.append(
             "### Reproducing them\n\n"
             + "\n".join(f"- `{e.name}`: `{e.reproduce}`" for e in ours if e.reproduce)

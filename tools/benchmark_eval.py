@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from frn_det_tools.benchmark import check_common_args
+from frn_det_tools.markdown import markdown_table
 from frn_det_tools.synthetic import IOU_TYPES, make_synthetic_coco
 
 DEFAULT_IMAGES = {"bbox": 5000, "segm": 500}
@@ -171,17 +172,18 @@ def report(result: dict[str, Any]) -> str:
         f"{meta['generate_s']:.1f} s); {meta['cpus_available']} CPUs; "
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         "",
-        "| backend | load gt (s) | load results (s) | evaluate (s) | accumulate (s) "
-        "| summarize (s) | eval total (s) | eval CPU (s) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    headers = ["backend", "load gt (s)", "load results (s)", "evaluate (s)", "accumulate (s)"]
+    headers += ["summarize (s)", "eval total (s)", "eval CPU (s)"]
+    table = []
     for row in rows:
         t = row["times_s"]
-        lines.append(
-            f"| {row['backend']} | {t['load_gt']:.2f} | {t['load_results']:.2f} "
-            f"| {t['evaluate']:.2f} | {t['accumulate']:.2f} | {t['summarize']:.3f} "
-            f"| {t['eval']:.2f} | {row['cpu_times_s']['eval']:.2f} |"
-        )
+        table.append([
+            row["backend"], f"{t['load_gt']:.2f}", f"{t['load_results']:.2f}",
+            f"{t['evaluate']:.2f}", f"{t['accumulate']:.2f}", f"{t['summarize']:.3f}",
+            f"{t['eval']:.2f}", f"{row['cpu_times_s']['eval']:.2f}",
+        ])  # fmt: skip
+    lines.append(markdown_table(table, headers, "l" + "r" * (len(headers) - 1)))
     stats = " ".join(f"{n}={v:.4f}" for n, v in zip(STAT_NAMES, rows[0]["stats"], strict=True))
     ok = max(cmp_["max_abs_diff_stats"], cmp_["max_abs_diff_per_category_ap"]) <= TOLERANCE
     lines += [

@@ -42,6 +42,7 @@ from frn_det.layers.frn import (
     frn_impl,
 )
 from frn_det_tools.benchmark import check_common_args
+from frn_det_tools.markdown import markdown_table
 
 SHAPES: dict[str, tuple[int, ...]] = {
     "stem": (2, 64, 400, 608),
@@ -209,21 +210,15 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 def markdown(rows: list[dict], cuda: bool) -> str:
     """The rows as a Markdown table."""
-    head = "| shape | method | fwd+bwd ms | x BN+ReLU | saved MiB | saved / input |"
-    rule = "| --- | --- | ---: | ---: | ---: | ---: |"
-    if cuda:
-        head += " peak MiB |"
-        rule += " ---: |"
-    lines = [head, rule]
+    headers = ["shape", "method", "fwd+bwd ms", "x BN+ReLU", "saved MiB", "saved / input"]
+    headers += ["peak MiB"] if cuda else []
+    table = []
     for r in rows:
-        line = (
-            f"| {r['shape']} {r['dims']} | {r['method']} | {r['ms']:.1f} | {r['vs_bn']:.2f} "
-            f"| {r['saved_bytes'] / 2**20:.1f} | {r['saved_vs_input']:.2f} |"
-        )
-        if cuda:
-            line += f" {r['peak_bytes'] / 2**20:.1f} |"
-        lines.append(line)
-    return "\n".join(lines)
+        cells = [f"{r['shape']} {r['dims']}", r["method"], f"{r['ms']:.1f}", f"{r['vs_bn']:.2f}"]
+        cells += [f"{r['saved_bytes'] / 2**20:.1f}", f"{r['saved_vs_input']:.2f}"]
+        cells += [f"{r['peak_bytes'] / 2**20:.1f}"] if cuda else []
+        table.append(cells)
+    return markdown_table(table, headers, "ll" + "r" * (len(headers) - 2))
 
 
 def target_summary(rows: list[dict]) -> str:
@@ -303,14 +298,16 @@ def floor_table(rows: list[dict], bandwidth: float) -> str:
     lines = [
         f"Bandwidth floor: copy bandwidth {bandwidth / 1e9:.1f} GB/s; {BYTE_MODEL}.",
         "",
-        "| shape | method | fwd+bwd ms | MB moved | floor ms | x floor |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['shape']} {r['dims']} | {r['method']} | {r['ms']:.3f} "
-            f"| {r['bytes_moved'] / 1e6:.1f} | {r['floor_ms']:.3f} | {r['vs_floor']:.2f} |"
-        )
+    headers = ["shape", "method", "fwd+bwd ms", "MB moved", "floor ms", "x floor"]
+    table = [
+        [
+            f"{r['shape']} {r['dims']}", r["method"], f"{r['ms']:.3f}",
+            f"{r['bytes_moved'] / 1e6:.1f}", f"{r['floor_ms']:.3f}", f"{r['vs_floor']:.2f}",
+        ]  # fmt: skip
+        for r in rows
+    ]
+    lines.append(markdown_table(table, headers, "llrrrr"))
     return "\n".join(lines)
 
 

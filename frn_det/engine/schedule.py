@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 from detectron2.config import CfgNode
 from omegaconf import DictConfig, OmegaConf
+from tabulate import tabulate
 
 from .batch import check_ims_per_gpu
 from .exits import exit_on_bad_input
@@ -219,9 +220,8 @@ HEADER = [
 
 def format_table(schedules: Sequence[Schedule]) -> str:
     """The schedules as a Markdown table, one row each."""
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
-    lines += ["| " + " | ".join(_row(s)) + " |" for s in schedules]
-    return "\n".join(lines)
+    rows = [_row(s) for s in schedules]
+    return tabulate(rows, headers=HEADER, tablefmt="github", disable_numparse=True)
 
 
 def main(argv: Sequence[str] | None = None) -> list[Schedule]:
