@@ -541,20 +541,22 @@ class SweepJob:
         if first:
             # The run trains again: unfinished until it ends, not failed.
             (folder / FAILED_FILE).unlink(missing_ok=True)
-        print(f"frn-det: {_where(self.run)} on {socket.gethostname()}, job {env.job_id}, node "
-              f"{env.node}/{env.num_nodes}; train_net log: {log}", flush=True)  # fmt: skip
+        where = f"{_where(self.run)} on {socket.gethostname()}, job {env.job_id}"
+        print(f"frn-det: {where}, node {env.node}/{env.num_nodes}; log: {log}", flush=True)
         print("frn-det: " + subprocess.list2cmdline(command), flush=True)
         started = time.monotonic()
+        child = None
         try:
-            self._child = _start_train_net(command, log)
+            child = self._child = _start_train_net(command, log)
             try:
-                returncode = self._child.wait()
+                returncode = child.wait()
             finally:
-                _stop(self._child)
+                _stop(child)
                 self._child = None
         except Exception as error:  # submitit's "not requeued" (too many time-outs), ...
             if first:
-                self._record_failure(None, f"stopped: {error}", started, env.job_id)
+                stopped = None if child is None else child.returncode
+                self._record_failure(stopped, f"stopped: {error}", started, env.job_id)
             raise
         if not first:
             if returncode:

@@ -67,8 +67,10 @@ def _until(what: str, check, timeout: float = 900.0, every: float = 2.0):
 
 
 def _cell(table: str, norm: str) -> str:
-    [row] = [line for line in table.splitlines() if line.startswith(f"| {norm} |")]
-    return row
+    """The text of the summary table's first cell after ``norm`` (one images-per-GPU
+    column), however the table pads its columns."""
+    [row] = [line for line in table.splitlines() if re.match(rf"\|\s*{norm}\s*\|", line)]
+    return row.split("|")[2].strip()
 
 
 def test_a_sweep_on_slurm_finishes_a_requeued_job_resumes_and_a_failed_one_is_shown(
@@ -125,14 +127,15 @@ def test_a_sweep_on_slurm_finishes_a_requeued_job_resumes_and_a_failed_one_is_sh
     table = summarize(out, curves=False)["table"].read_text()
     print(table)
     for norm in ("gn", "frn"):
-        assert re.search(r"\| \d+\.\d / \d+\.\d \|", _cell(table, norm)), table
+        assert re.fullmatch(r"\d+\.\d / \d+\.\d", _cell(table, norm)), table
 
-    # A run whose job fails (its dataset is missing where the job runs): failed, with its log.
-    monkeypatch.setenv("DETECTRON2_DATASETS", os.fspath(tmp_path / "no_datasets"))
+    # A run whose job fails (train_net refuses weights that are not where the job runs; the
+    # sweep plans schedules, it does not read checkpoints): failed, with its log.
     broken = tmp_path / "broken"
-    argv = ["--configs", SHAPES_TEMPLATE, "--norms", "bn", "--ims-per-gpu", "2"]
-    assert main([*argv, "--output", os.fspath(broken), *JOB_FLAGS, *TINY_OPTS]) == 0
-    folder = broken / STEM / "bn" / "ipg2" / "seed0"
+    argv = ["--configs", SHAPES_TEMPLATE, "--norms", "gn", "--ims-per-gpu", "2"]
+    argv += ["--output", os.fspath(broken), *JOB_FLAGS, *TINY_OPTS]
+    assert main([*argv, "MODEL.WEIGHTS", os.fspath(tmp_path / "missing.pth")]) == 0
+    folder = broken / STEM / "gn" / "ipg2" / "seed0"
     _until(
         "the broken run's job to end",
         lambda: not job_statuses([folder])[folder].active,
@@ -142,5 +145,5 @@ def test_a_sweep_on_slurm_finishes_a_requeued_job_resumes_and_a_failed_one_is_sh
     print(table)
     failed_id = json.loads((folder / "JOB.json").read_text())["job_id"]
     expected = f"failed (exit 2, iter 0/4); Slurm job {failed_id}, log: {folder / 'train_net.log'}"
-    assert expected in _cell(table, "bn"), table
-    assert "frn_shapes" in (folder / "train_net.log").read_text()
+    assert _cell(table, "gn") == expected, table
+    assert "missing.pth does not exist" in (folder / "train_net.log").read_text()

@@ -58,6 +58,13 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return bin_dir
 
 
+def _cell(table: str, norm: str) -> str:
+    """The text of the summary table's first cell after ``norm`` (one images-per-GPU
+    column), however the table pads its columns."""
+    [row] = [line for line in table.splitlines() if re.match(rf"\|\s*{norm}\s*\|", line)]
+    return row.split("|")[2].strip()
+
+
 def _argv(out: Path, *extra: str) -> list[str]:
     argv = ["--configs", SHAPES_TEMPLATE, "--norms", "gn,frn", "--ims-per-gpu", "2"]
     return argv + ["--output", os.fspath(out), *extra, "MODEL.FRN.IMPL", "autograd"]
@@ -191,8 +198,8 @@ def test_each_run_is_a_job_with_its_resources_and_summaries_show_queued_and_ende
     # Summaries while the jobs wait and run; squeue is asked once for both.
     (fake_slurm / "queue").write_text("1|PENDING|Priority\n2|RUNNING|None\n")
     table = summarize(out, curves=False)["table"].read_text()
-    assert "| gn | pending: Slurm job 1 (Priority) |" in table
-    assert "| frn | starting: Slurm job 2 running |" in table
+    assert _cell(table, "gn") == "pending: Slurm job 1 (Priority)"
+    assert _cell(table, "frn") == "starting: Slurm job 2 running"
     assert (fake_slurm / "squeue_calls").read_text().count("\n") == 1
     runs = json.loads((out / "summary" / "summary.json").read_text())["runs"]
     states = {r["job"]["job_id"]: r["job"]["state"] for r in runs}
@@ -214,10 +221,10 @@ def test_each_run_is_a_job_with_its_resources_and_summaries_show_queued_and_ende
     failed = {"returncode": 1, "reason": "exit 1", "iteration": 120, "log": os.fspath(log)}
     (gn / "FAILED.json").write_text(json.dumps(failed))
     table = summarize(out, curves=False)["table"].read_text()
-    assert f"failed (exit 1, iter 120/1200); Slurm job 1, log: {log}" in table
+    assert _cell(table, "gn") == f"failed (exit 1, iter 120/1200); Slurm job 1, log: {log}"
     job_log = out / "submitit" / "2_0_log.out"
-    assert f"failed: Slurm job 2 ended (no longer queued) without a result; log: {job_log}" in (
-        table
+    assert _cell(table, "frn") == (
+        f"failed: Slurm job 2 ended (no longer queued) without a result; log: {job_log}"
     )
 
     # The next sweep submits both again, gn resuming from its checkpoint.
