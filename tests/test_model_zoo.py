@@ -424,4 +424,4 @@ def test_the_script_lists_the_catalog_from_a_checkout():
     )
     assert done.returncode == 0, done.stderr
     for name in CATALOG:
-        assert re.search(rf"^\| {re.escape(name)} \|", done.stdout, re.M)
+        assert re.search(rf"^\| {re.escape(name)} +\|", done.stdout, re.M)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -345,7 +346,7 @@ def test_a_tiny_real_run_goes_through_train_net_and_is_skipped_the_second_time(
     assert "1 already done" in capsys.readouterr().out
 
     table = summarize(out, curves=False)["table"].read_text()
-    assert "| frn |" in table
+    assert "| frn |" in re.sub(" +", " ", table)  # tabulate pads cells
 
 
 def test_the_script_runs_from_a_checkout():
