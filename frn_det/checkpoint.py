@@ -4,7 +4,7 @@ Multi-day runs on shared clusters get killed (preemption, OOM killer, SIGKILL fr
 scheduler) at arbitrary moments, also while a checkpoint is being written. detectron2's
 ``DetectionCheckpointer`` writes ``model_XXXXXXX.pth`` and ``last_checkpoint`` in place,
 so a kill at the wrong moment leaves a truncated checkpoint that ``last_checkpoint`` may
-already name, and ``--resume`` then fails on it. ``FRNCheckpointer`` differs in:
+already name, and ``--resume`` then fails on it. ``SafeCheckpointer`` differs in:
 
 - writing: every file is written to a temporary file in the same folder, flushed,
   fsynced and renamed over its final name, then the folder is fsynced
@@ -52,7 +52,7 @@ __all__ = [
     "CheckpointKeysError",
     "CheckpointShapeError",
     "CorruptCheckpointError",
-    "FRNCheckpointer",
+    "SafeCheckpointer",
     "NonFiniteCheckpointError",
     "norm_specific_keys",
 ]
@@ -244,7 +244,7 @@ class _NormsKeepTheirOwnState(Checkpointer):
     """Drops another norm's tensors at layers of norms with parameters of their own (FRN)
     before fvcore loads the state.
 
-    It sits below ``DetectionCheckpointer`` in ``FRNCheckpointer``'s method order, so it
+    It sits below ``DetectionCheckpointer`` in ``SafeCheckpointer``'s method order, so it
     sees the state after detectron2 has renamed model-zoo ``.pkl`` blobs to the model's
     names (``__author__`` then still says whether they were Caffe2's).
     """
@@ -255,8 +255,9 @@ class _NormsKeepTheirOwnState(Checkpointer):
         return super()._load_model(checkpoint)
 
 
-class FRNCheckpointer(DetectionCheckpointer, _NormsKeepTheirOwnState):
-    """``DetectionCheckpointer`` with atomic writes, weights-only reads and clear errors.
+class SafeCheckpointer(DetectionCheckpointer, _NormsKeepTheirOwnState):
+    """``DetectionCheckpointer`` safe to kill while it saves and safe to load from: atomic
+    writes, weights-only reads and clear errors.
 
     Use it as detectron2's (``Trainer`` builds one as ``self.checkpointer``; detectron2's
     ``PeriodicCheckpointer`` hook saves through it). What differs:

@@ -23,7 +23,7 @@ from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 
-from frn_det.checkpoint import FRNCheckpointer
+from frn_det.checkpoint import SafeCheckpointer
 from frn_det.config import add_frn_config
 from frn_det.engine.validation import check_config_options
 from frn_det.layers.padding import padding_scope
@@ -141,7 +141,7 @@ def measure(
         torch.manual_seed(seed)
         model = build_model(cfg)
         if row.weights:
-            FRNCheckpointer(model).load(row.weights)
+            SafeCheckpointer(model).load(row.weights)
         model.eval()
         change = feature_change(model, image_a, image_b)
         results.append(

@@ -31,7 +31,7 @@ from detectron2.utils.visualizer import Visualizer
 from matplotlib.figure import Figure
 from PIL import Image
 
-from frn_det.checkpoint import CheckpointError, FRNCheckpointer
+from frn_det.checkpoint import CheckpointError, SafeCheckpointer
 from frn_det.engine import (
     Trainer,
     build_config,
@@ -183,7 +183,7 @@ class Predictor:
         """
         cfg = checkpoint_config(checkpoint, opts)
         model = Trainer.build_model(cfg)
-        FRNCheckpointer(model).resume_or_load(
+        SafeCheckpointer(model).resume_or_load(
             os.fspath(checkpoint.weights), resume=False, strict=True
         )
         return cls(cfg, model)

@@ -42,7 +42,7 @@ from detectron2.utils.logger import setup_logger
 # Imported for their registrations: FRN-aware components and the embedded datasets.
 import frn_det.data  # noqa: F401
 import frn_det.modeling  # noqa: F401
-from frn_det.checkpoint import CheckpointError, FRNCheckpointer
+from frn_det.checkpoint import CheckpointError, SafeCheckpointer
 
 from .batch import ims_per_gpu_arg
 from .exits import (
@@ -175,7 +175,7 @@ def check_weights(cfg: CfgNode, eval_only: bool, resume: bool) -> None:
     meta.MODEL.DEVICE = "meta"
     with torch.device("meta"):
         model = Trainer.build_model(meta)
-    checkpointer = FRNCheckpointer(model, cfg.OUTPUT_DIR, save_to_disk=False)
+    checkpointer = SafeCheckpointer(model, cfg.OUTPUT_DIR, save_to_disk=False)
     # Loading into meta tensors copies nothing, as torch warns for every tensor.
     source = (
         f"--resume (from OUTPUT_DIR {cfg.OUTPUT_DIR})" if resuming else f"MODEL.WEIGHTS {weights}"
@@ -287,7 +287,7 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
     cfg = setup(args, write_config=False)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        FRNCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume, strict=True
         )
         save_config(cfg)

@@ -18,7 +18,7 @@ fit in them by ``_target_``:
 
 ``run`` (``tools/lazy_train_net.py``) trains such a config with what ``tools/train_net.py``
 gives yacs configs: ``--ims-per-gpu`` (``apply_lazy_ims_per_gpu``), gloo processes on
-CPU machines, ``FRNCheckpointer``'s crash-safe checkpoints and ``--resume`` that repairs
+CPU machines, ``SafeCheckpointer``'s crash-safe checkpoints and ``--resume`` that repairs
 metrics.json, a stop at the first non-finite loss, and bad input (``load_lazy_config``,
 ``check_lazy_config``) explained in one paragraph before any process trains.
 """
@@ -48,8 +48,8 @@ from torch import nn
 
 # Imported for their registrations: the embedded datasets.
 import frn_det.data  # noqa: F401
-from frn_det.checkpoint import FRNCheckpointer, NonFiniteCheckpointError
-from frn_det.evaluation import FRNCOCOEvaluator
+from frn_det.checkpoint import NonFiniteCheckpointError, SafeCheckpointer
+from frn_det.evaluation import BackendCOCOEvaluator
 from frn_det.layers import get_norm_act, registered_norms, set_frn_impl
 from frn_det.modeling import (
     FRNBasicBlock,
@@ -248,11 +248,11 @@ def frn_det_counterpart(stock_config: str) -> tuple[DictConfig, ...]:
     """The sections of detectron2's lazy config ``stock_config`` (a model-zoo path such as
     "new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ.py") made frn-det's, norms untouched:
     ``frn_det_components`` for the model, ``frn_det_optimizer`` for the optimizer, and
-    ``FRNCOCOEvaluator`` (detectron2's COCOEvaluator with frn-det's COCOeval choice: without
+    ``BackendCOCOEvaluator`` (detectron2's COCOEvaluator with frn-det's COCOeval choice: without
     detectron2's compiled ops its own evaluator runs pycocotools' pure-Python COCOeval; the
     same AP). Returns ``(dataloader, lr_multiplier, train, optimizer, model)``."""
     stock = model_zoo.get_config(stock_config)
-    stock.dataloader.evaluator._target_ = FRNCOCOEvaluator
+    stock.dataloader.evaluator._target_ = BackendCOCOEvaluator
     return (
         stock.dataloader,
         stock.lr_multiplier,
@@ -595,14 +595,14 @@ def _keys_to_change(cfg: DictConfig) -> str:
     )
 
 
-# The sentence FRNCheckpointer ends its refusal to save a diverged model with: yacs keys.
+# The sentence SafeCheckpointer ends its refusal to save a diverged model with: yacs keys.
 _YACS_KEYS_TO_CHANGE = "Lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS and train again"
 
 
-class _LazyRunCheckpointer(FRNCheckpointer):
-    """``FRNCheckpointer`` whose refusal to save a diverged model
+class _LazyRunCheckpointer(SafeCheckpointer):
+    """``SafeCheckpointer`` whose refusal to save a diverged model
     (``NonFiniteCheckpointError``) names the lazy config's keys to change, ``change``,
-    instead of the yacs keys FRNCheckpointer names."""
+    instead of the yacs keys SafeCheckpointer names."""
 
     def __init__(
         self, model: nn.Module, save_dir: str, change: str, **checkpointables: Any
@@ -626,7 +626,7 @@ def do_train(cfg: DictConfig, resume: bool = False) -> dict[str, Any] | None:
     """Train ``cfg`` (prepared by ``prepare_lazy_config``) in this process; returns the last
     evaluation's results.
 
-    As detectron2's ``tools/lazyconfig_train_net.py``, with: ``FRNCheckpointer`` (atomic
+    As detectron2's ``tools/lazyconfig_train_net.py``, with: ``SafeCheckpointer`` (atomic
     checkpoints; ``resume`` continues from the newest complete one), metrics.json repaired
     and superseded lines set aside on resume, DistributedDataParallel on CPUs too, CPU
     bfloat16 autocast for ``train.amp.enabled``, and ``NonFiniteLossError`` at the first
@@ -733,7 +733,7 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
     default_setup(cfg, args)
     if args.eval_only:
         model = build_lazy_model(cfg)
-        FRNCheckpointer(model, cfg.train.output_dir).load(cfg.train.init_checkpoint)
+        SafeCheckpointer(model, cfg.train.output_dir).load(cfg.train.init_checkpoint)
         results = do_test(cfg, model)
     else:
         with stops_in_one_line():

@@ -39,8 +39,8 @@ from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 from torch import nn
 
-from frn_det.checkpoint import FRNCheckpointer
-from frn_det.evaluation import FRNCOCOEvaluator
+from frn_det.checkpoint import SafeCheckpointer
+from frn_det.evaluation import BackendCOCOEvaluator
 from frn_det.file_io import fsync_file
 from frn_det.layers import set_frn_impl
 from frn_det.solver import build_optimizer
@@ -200,7 +200,7 @@ class NonFiniteLossError(FloatingPointError):
         super().__init__(f"{message}. {hint}" if hint else message)
 
 
-def divergence_hint(checkpointer: FRNCheckpointer, change: str) -> str:
+def divergence_hint(checkpointer: SafeCheckpointer, change: str) -> str:
     """The end of a ``NonFiniteLossError``'s message: that no checkpoint holds non-finite
     weights (naming the newest one), then ``change``, the sentence naming the keys of the
     run's config system to change (SOLVER.BASE_LR for yacs, optimizer.lr for lazy configs)."""
@@ -514,7 +514,7 @@ class Trainer(DefaultTrainer):
     model is wrapped in DistributedDataParallel on CPUs (gloo) as well as GPUs; COCO
     evaluation is built in and deterministic; ``train()`` returns the last evaluation.
 
-    Crash safety: checkpoints are written by ``frn_det.checkpoint.FRNCheckpointer``
+    Crash safety: checkpoints are written by ``frn_det.checkpoint.SafeCheckpointer``
     (atomic files, ``last_checkpoint`` updated last, weights-only loading, strict shapes on
     ``--resume``). A run killed at any moment resumes with ``resume_or_load(resume=True)``
     from the newest complete checkpoint; metrics.json loses at most a torn last line, and
@@ -543,7 +543,7 @@ class Trainer(DefaultTrainer):
         model = create_ddp_model(model, broadcast_buffers=False)
         self._trainer = self._build_loop(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = FRNCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = SafeCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -581,7 +581,7 @@ class Trainer(DefaultTrainer):
     def resume_or_load(self, resume: bool = True) -> None:
         """detectron2's: with ``resume`` and a checkpoint in OUTPUT_DIR, continue from it
         (all state; tensor shapes must match), else load MODEL.WEIGHTS (the model only;
-        mismatched shapes are skipped with a warning). See ``FRNCheckpointer``.
+        mismatched shapes are skipped with a warning). See ``SafeCheckpointer``.
 
         When resuming, the main process moves the metrics.json lines of the iterations that
         will be trained again to metrics.superseded.json (``set_aside_metrics_from``).
@@ -714,7 +714,7 @@ class Trainer(DefaultTrainer):
     ) -> DatasetEvaluator:
         """The evaluator for ``dataset_name``'s ``evaluator_type`` metadata ("coco").
 
-        For "coco": ``frn_det.evaluation.FRNCOCOEvaluator`` (detectron2's COCOEvaluator with
+        For "coco": ``frn_det.evaluation.BackendCOCOEvaluator`` (detectron2's COCOEvaluator with
         the COCOeval implementation chosen by TEST.COCOEVAL_BACKEND). It covers boxes, plus
         masks when MODEL.MASK_ON and keypoints when MODEL.KEYPOINT_ON, even where a weak model
         predicts none (then AP is NaN), so a results table always has the same columns.
@@ -728,7 +728,7 @@ class Trainer(DefaultTrainer):
                 tasks.append("segm")
             if cfg.MODEL.KEYPOINT_ON:
                 tasks.append("keypoints")
-            return FRNCOCOEvaluator(
+            return BackendCOCOEvaluator(
                 dataset_name,
                 tasks=tuple(tasks),
                 output_dir=output_folder,

@@ -5,7 +5,7 @@ COCOeval when installed, and pycocotools' official COCOeval on request (see ``co
 from .coco import (
     COCOEVAL_BACKENDS,
     COCOEVAL_ENV,
-    FRNCOCOEvaluator,
+    BackendCOCOEvaluator,
     evaluate_predictions_on_coco,
     faster_coco_eval_available,
     resolve_cocoeval_backend,
@@ -15,7 +15,7 @@ from .coco import (
 __all__ = [
     "COCOEVAL_BACKENDS",
     "COCOEVAL_ENV",
-    "FRNCOCOEvaluator",
+    "BackendCOCOEvaluator",
     "evaluate_predictions_on_coco",
     "faster_coco_eval_available",
     "resolve_cocoeval_backend",

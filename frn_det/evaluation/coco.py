@@ -2,10 +2,10 @@
 
 Without detectron2's compiled ops, detectron2's ``COCOEvaluator`` runs pycocotools'
 pure-Python COCOeval, which takes minutes on COCO val. faster-coco-eval (PyPI) computes
-the same numbers in C++. ``FRNCOCOEvaluator`` uses it when it is installed and keeps
+the same numbers in C++. ``BackendCOCOEvaluator`` uses it when it is installed and keeps
 pycocotools' COCOeval, the official implementation, one switch away:
 
-- ``FRNCOCOEvaluator(..., backend=...)``, which the trainer fills from
+- ``BackendCOCOEvaluator(..., backend=...)``, which the trainer fills from
   ``cfg.TEST.COCOEVAL_BACKEND``;
 - the environment variable ``FRN_DET_COCOEVAL``, read when the backend is ``"auto"``.
 
@@ -49,7 +49,7 @@ def faster_coco_eval_available() -> bool:
 
 
 # How errors name the argument / config key, as opposed to the environment variable.
-_ARGUMENT = "the COCO evaluation backend (FRNCOCOEvaluator backend=, TEST.COCOEVAL_BACKEND)"
+_ARGUMENT = "the COCO evaluation backend (BackendCOCOEvaluator backend=, TEST.COCOEVAL_BACKEND)"
 
 
 def _check_backend(value: str, switch: str) -> str:
@@ -64,7 +64,7 @@ def _check_backend(value: str, switch: str) -> str:
 def resolve_cocoeval_backend(backend: str = "auto") -> str:
     """The backend that will run: ``"faster"`` or ``"pycocotools"``.
 
-    ``backend`` is the choice made in code or config (``FRNCOCOEvaluator``'s ``backend``,
+    ``backend`` is the choice made in code or config (``BackendCOCOEvaluator``'s ``backend``,
     ``cfg.TEST.COCOEVAL_BACKEND``). When it is ``"auto"``, ``$FRN_DET_COCOEVAL`` decides if it
     is set and not empty; ``"auto"`` from both means faster-coco-eval when it is
     importable, else pycocotools.
@@ -212,8 +212,8 @@ def _replaced(module: Any, name: str, value: Any) -> Iterator[None]:
         setattr(module, name, original)
 
 
-class FRNCOCOEvaluator(COCOEvaluator):
-    """detectron2's ``COCOEvaluator`` with a choice of COCOeval implementation.
+class BackendCOCOEvaluator(COCOEvaluator):
+    """detectron2's ``COCOEvaluator`` with a choice of COCOeval implementation (its backend).
 
     Everything but the COCOeval run is detectron2's: result conversion, category id
     unmapping, the files written to ``output_dir``, proposal recall and the results dict
@@ -223,9 +223,9 @@ class FRNCOCOEvaluator(COCOEvaluator):
 
     Example (the trainer's ``build_evaluator``)::
 
-        FRNCOCOEvaluator(dataset_name, tasks=("bbox", "segm"), output_dir=output_folder,
-                         kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
-                         backend=cfg.TEST.COCOEVAL_BACKEND)
+        BackendCOCOEvaluator(dataset_name, tasks=("bbox", "segm"), output_dir=output_folder,
+                             kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
+                             backend=cfg.TEST.COCOEVAL_BACKEND)
     """
 
     def __init__(

@@ -27,7 +27,7 @@ from detectron2.modeling.proposal_generator import RPN_HEAD_REGISTRY
 from torch import nn
 
 import frn_det.data  # noqa: F401  (registers frn_shapes_train / frn_shapes_val)
-from frn_det.checkpoint import FRNCheckpointer
+from frn_det.checkpoint import SafeCheckpointer
 from frn_det.config import add_frn_config
 from frn_det.data.builtin import SHAPES_CLASSES
 from frn_det.engine import apply_ims_per_gpu
@@ -283,7 +283,7 @@ def test_frn_imagenet_init_takes_convs_but_not_bn_scale_and_bias_from_the_checkp
     path = tmp_path / "R-50.pkl"
     path.write_bytes(pickle.dumps({"blobs": blobs}))
     # The checkpointer frn_det's Trainer loads MODEL.WEIGHTS with.
-    FRNCheckpointer(model).load(str(path))
+    SafeCheckpointer(model).load(str(path))
     stem = model.backbone.bottom_up.stem.conv1
     assert torch.equal(stem.weight, torch.from_numpy(conv))
     assert torch.equal(stem.norm.weight, torch.ones(64))

@@ -27,7 +27,7 @@ from detectron2.solver.build import get_default_optimizer_params
 from omegaconf import OmegaConf
 from torch import nn
 
-from frn_det.checkpoint import FRNCheckpointer
+from frn_det.checkpoint import SafeCheckpointer
 from frn_det.data import register_shapes_datasets
 from frn_det.data.builtin import SHAPES_CLASSES
 from frn_det.data.shapes import generate_shapes_dataset
@@ -45,7 +45,7 @@ from frn_det.engine.lazy import (
 )
 from frn_det.engine.trainer import NonFiniteLossError
 from frn_det.engine.validation import InputError
-from frn_det.evaluation import FRNCOCOEvaluator
+from frn_det.evaluation import BackendCOCOEvaluator
 from frn_det.layers import TLU, FilterResponseNorm2d, get_norm_act, set_frn_impl
 from frn_det.solver import get_optimizer_params
 
@@ -123,7 +123,7 @@ def test_config_is_detectron2s_but_for_the_norms(name):
     ours, stock = load(name), stock_config(name)
     norm = name.rsplit("_", 1)[1].removesuffix(".py")
     # frn-det's COCOEvaluator: detectron2's, with a fast COCOeval that needs no compiled ops.
-    assert ours.dataloader.evaluator._target_ is FRNCOCOEvaluator
+    assert ours.dataloader.evaluator._target_ is BackendCOCOEvaluator
     assert stock.dataloader.evaluator._target_ is COCOEvaluator
     ours.dataloader.evaluator._target_ = COCOEvaluator
     assert as_data(ours.dataloader) == as_data(stock.dataloader)
@@ -361,7 +361,7 @@ def shapes_sized(cfg, output_dir: Path):
     cfg.dataloader.test.num_workers = 0
     cfg.dataloader.test.mapper.augmentations[0].short_edge_length = 128
     cfg.dataloader.test.mapper.augmentations[0].max_size = 160
-    cfg.dataloader.evaluator._target_ = "frn_det.evaluation.FRNCOCOEvaluator"
+    cfg.dataloader.evaluator._target_ = "frn_det.evaluation.BackendCOCOEvaluator"
     cfg.dataloader.evaluator.output_dir = str(output_dir / "inference")
     train = cfg.train
     train.max_iter = 3
@@ -387,7 +387,7 @@ def test_a_shapes_sized_frn_lsj_config_trains_and_evaluates_on_the_cpu(shapes_ro
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
     assert {p.name for p in out.glob("model_*.pth")} == {"model_0000001.pth", "model_final.pth"}
     model = instantiate(cfg.model)
-    checkpoint = FRNCheckpointer(model).load(str(out / "model_final.pth"))
+    checkpoint = SafeCheckpointer(model).load(str(out / "model_final.pth"))
     assert checkpoint["iteration"] == 2
     taus = [m.tau for m in model.modules() if isinstance(m, FilterResponseNorm2d) and m.tlu]
     assert taus and any(bool((tau != 0).any()) for tau in taus)  # the TLU thresholds trained

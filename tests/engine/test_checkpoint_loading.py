@@ -18,7 +18,7 @@ from frn_det.checkpoint import (
     CheckpointError,
     CheckpointShapeError,
     CorruptCheckpointError,
-    FRNCheckpointer,
+    SafeCheckpointer,
     norm_specific_keys,
 )
 from frn_det.engine import Trainer, build_config, setup
@@ -100,7 +100,7 @@ def test_a_detectron2_model_zoo_pkl_of_numpy_arrays_loads(trained, tmp_path):
     with open(path, "wb") as f:
         pickle.dump({"model": zoo, "__author__": "frn-det tests"}, f)
     model = Trainer.build_model(build_config(trained["args"]))
-    FRNCheckpointer(model).load(str(path))
+    SafeCheckpointer(model).load(str(path))
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, source.state_dict()[key], msg=key)
 
@@ -109,7 +109,7 @@ def test_a_pth_holding_numpy_arrays_loads_weights_only(tmp_path):
     source, model = nn.Linear(3, 2), nn.Linear(3, 2)
     path = tmp_path / "numpy.pth"
     torch.save({"model": {k: v.detach().numpy() for k, v in source.state_dict().items()}}, path)
-    FRNCheckpointer(model).load(str(path))
+    SafeCheckpointer(model).load(str(path))
     torch.testing.assert_close(model.weight, source.weight)
 
 
@@ -121,7 +121,7 @@ def test_a_checkpoint_holding_pickled_objects_is_refused_naming_the_file_and_glo
     path = tmp_path / "object.pth"
     torch.save({"model": nn.Linear(3, 2).state_dict(), "extra": Payload()}, path)
     with pytest.raises(CheckpointError) as raised:
-        FRNCheckpointer(nn.Linear(3, 2)).load(str(path))
+        SafeCheckpointer(nn.Linear(3, 2)).load(str(path))
     assert str(raised.value).startswith(
         f"checkpoint {path} holds the global test_checkpoint_loading.Payload, which "
         "torch.load(weights_only=True) refuses to rebuild"
@@ -132,7 +132,7 @@ def test_a_truncated_checkpoint_is_named_and_called_truncated(trained, tmp_path)
     path = tmp_path / "model_0000099.pth"
     path.write_bytes((trained["dir"] / "model_0000000.pth").read_bytes()[:5000])
     with pytest.raises(CorruptCheckpointError) as raised:
-        FRNCheckpointer(nn.Linear(3, 2)).load(str(path))
+        SafeCheckpointer(nn.Linear(3, 2)).load(str(path))
     assert str(raised.value).startswith(
         f"checkpoint {path} is truncated or not a PyTorch checkpoint (zip archive error: "
         "no end-of-archive record in its 5000 bytes; "
@@ -143,7 +143,7 @@ def test_a_foreign_file_is_named_and_called_not_a_checkpoint(tmp_path):
     path = tmp_path / "model_final.pth"
     path.write_text("<html>404 Not Found</html>")
     with pytest.raises(CorruptCheckpointError) as raised:
-        FRNCheckpointer(nn.Linear(3, 2)).load(str(path))
+        SafeCheckpointer(nn.Linear(3, 2)).load(str(path))
     assert str(raised.value).startswith(
         f"checkpoint {path} is truncated or not a PyTorch checkpoint (not a zip archive: it "
         "starts with b'<html>404 Not Fo'; "
@@ -161,7 +161,7 @@ def test_empty_and_truncated_pkl_files_are_named(tmp_path, name, content, expect
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(CorruptCheckpointError, match=re.escape(f"checkpoint {path} {expected}")):
-        FRNCheckpointer(nn.Linear(3, 2)).load(str(path))
+        SafeCheckpointer(nn.Linear(3, 2)).load(str(path))
 
 
 def test_a_missing_checkpoint_is_named(tmp_path):
@@ -169,7 +169,7 @@ def test_a_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(
         CorruptCheckpointError, match=re.escape(f"checkpoint {path} does not exist")
     ):
-        FRNCheckpointer(nn.Linear(3, 2)).load(str(path))
+        SafeCheckpointer(nn.Linear(3, 2)).load(str(path))
 
 
 def _net(classes: int) -> nn.Module:
@@ -178,7 +178,7 @@ def _net(classes: int) -> nn.Module:
 
 def _saved(folder: Path, classes: int, iteration: int = 9) -> Path:
     name = f"model_{iteration:07d}"
-    checkpointer = FRNCheckpointer(_net(classes), str(folder), save_to_disk=True)
+    checkpointer = SafeCheckpointer(_net(classes), str(folder), save_to_disk=True)
     checkpointer.save(name, iteration=iteration)
     return folder / f"{name}.pth"
 
@@ -186,7 +186,7 @@ def _saved(folder: Path, classes: int, iteration: int = 9) -> Path:
 def test_resuming_from_a_checkpoint_of_other_shapes_raises_listing_every_key(tmp_path):
     _saved(tmp_path, classes=3)
     with pytest.raises(CheckpointShapeError) as raised:
-        FRNCheckpointer(_net(5), str(tmp_path)).resume_or_load("", resume=True)
+        SafeCheckpointer(_net(5), str(tmp_path)).resume_or_load("", resume=True)
     assert str(raised.value).splitlines()[:3] == [
         f"cannot resume from checkpoint {tmp_path / 'model_0000009.pth'}: 2 tensors do not "
         "have the model's shapes:",
@@ -200,7 +200,7 @@ def test_initialising_from_weights_of_other_shapes_warns_listing_every_key_and_l
 ):
     path = _saved(tmp_path, classes=3)
     model = _net(5)
-    FRNCheckpointer(model).resume_or_load(str(path), resume=False)
+    SafeCheckpointer(model).resume_or_load(str(path), resume=False)
     (warning,) = warnings_of_the_checkpointer
     assert warning.splitlines() == [
         f"Checkpoint {path}: 2 tensors do not have the model's shapes and were not loaded "
@@ -220,7 +220,7 @@ def test_resuming_falls_back_to_the_newest_older_checkpoint_when_the_last_is_cor
     last = _saved(tmp_path, classes=3, iteration=9)
     last.write_bytes(last.read_bytes()[:1000])  # e.g. written by a non-atomic writer
     model = _net(3)
-    extra = FRNCheckpointer(model, str(tmp_path)).resume_or_load("", resume=True)
+    extra = SafeCheckpointer(model, str(tmp_path)).resume_or_load("", resume=True)
     assert extra["iteration"] == 4
     first, resumed = warnings_of_the_checkpointer
     assert first.startswith(
@@ -262,7 +262,7 @@ def test_a_bn_checkpoint_gives_an_frn_model_its_convs_but_not_bns_scale_and_bias
         bn.norm.weight.fill_(7.0)
         bn.norm.bias.fill_(3.0)
     frn = _frn()
-    FRNCheckpointer(frn).load(_save(bn, tmp_path / "bn.pth"))
+    SafeCheckpointer(frn).load(_save(bn, tmp_path / "bn.pth"))
     assert torch.equal(frn.conv.weight, bn.conv.weight)
     assert torch.equal(frn.norm.weight, torch.ones(4))
     assert torch.equal(frn.norm.bias, torch.zeros(4))
@@ -302,7 +302,7 @@ def test_a_bn_checkpoint_in_an_frn_model_reports_tau_as_expected_not_as_missing(
     tmp_path, loading_log
 ):
     path = _save(_ConvNorm(nn.BatchNorm2d(4)), tmp_path / "bn.pth")
-    FRNCheckpointer(_frn()).load(path)
+    SafeCheckpointer(_frn()).load(path)
     messages = loading_log
     assert (
         f"Checkpoint {path} was trained with another norm than FRN: the model's 1 FRN layers "
@@ -318,7 +318,7 @@ def test_an_frn_checkpoint_loads_every_frn_parameter(tmp_path):
         for parameter in source.norm.parameters():
             parameter.add_(0.5)
     target = _frn()
-    FRNCheckpointer(target).load(_save(source, tmp_path / "frn.pth"))
+    SafeCheckpointer(target).load(_save(source, tmp_path / "frn.pth"))
     for key, value in source.state_dict().items():
         assert torch.equal(target.state_dict()[key], value), key
 
@@ -329,5 +329,5 @@ def test_an_frn_checkpoint_without_tlu_loads_its_scale_and_bias(tmp_path):
     with torch.no_grad():
         source.norm.weight.fill_(2.0)
     target = _frn(tlu=False)
-    FRNCheckpointer(target).load(_save(source, tmp_path / "frn_no_tlu.pth"))
+    SafeCheckpointer(target).load(_save(source, tmp_path / "frn_no_tlu.pth"))
     assert torch.equal(target.norm.weight, torch.full((4,), 2.0))

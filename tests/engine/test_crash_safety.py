@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from frn_det.checkpoint import FRNCheckpointer
+from frn_det.checkpoint import SafeCheckpointer
 from frn_det.engine.trainer import repair_torn_metrics_line, set_aside_metrics_from
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ TORN_LINE = '{"data_time": 0.01, "iteration": 21, "total_lo'
 CHILD = r"""
 import os, runpy, signal, sys
 import torch
-from frn_det.checkpoint import FRNCheckpointer
+from frn_det.checkpoint import SafeCheckpointer
 from frn_det.engine.trainer import Trainer
 
 point, _, arg = os.environ["FRN_TEST_KILL"].partition(":")
@@ -70,19 +70,19 @@ if point == "write":
 
     torch.save = save
 elif point == "tag":
-    real_tag = FRNCheckpointer.tag_last_checkpoint
+    real_tag = SafeCheckpointer.tag_last_checkpoint
     def tag(self, basename):
         if basename == f"{arg}.pth":
             die()
         real_tag(self, basename)
-    FRNCheckpointer.tag_last_checkpoint = tag
+    SafeCheckpointer.tag_last_checkpoint = tag
 elif point == "saved":
-    real_save_checkpoint = FRNCheckpointer.save
+    real_save_checkpoint = SafeCheckpointer.save
     def save_checkpoint(self, name, **kwargs):
         real_save_checkpoint(self, name, **kwargs)
         if name == arg:
             die()
-    FRNCheckpointer.save = save_checkpoint
+    SafeCheckpointer.save = save_checkpoint
 elif point == "iter":
     real_step = Trainer.run_step
     def run_step(self):
@@ -238,7 +238,7 @@ def _net() -> nn.Module:
 def test_a_save_interrupted_mid_write_leaves_the_previous_checkpoint_and_pointer_untouched(
     tmp_path, monkeypatch
 ):
-    checkpointer = FRNCheckpointer(_net(), str(tmp_path), save_to_disk=True)
+    checkpointer = SafeCheckpointer(_net(), str(tmp_path), save_to_disk=True)
     checkpointer.save("model_0000001", iteration=1)
     before = (tmp_path / "model_0000001.pth").read_bytes()
     real_save = torch.save
@@ -258,7 +258,7 @@ def test_a_save_interrupted_mid_write_leaves_the_previous_checkpoint_and_pointer
 
 def test_a_saved_checkpoint_replaces_one_of_the_same_name_and_the_pointer_follows(tmp_path):
     net = _net()
-    checkpointer = FRNCheckpointer(net, str(tmp_path), save_to_disk=True)
+    checkpointer = SafeCheckpointer(net, str(tmp_path), save_to_disk=True)
     checkpointer.save("model_0000001", iteration=1)
     with torch.no_grad():
         net[0].weight.fill_(3.0)
@@ -280,7 +280,7 @@ def test_temporary_files_of_live_processes_and_other_hosts_are_kept(tmp_path):
     elsewhere = tmp_path / f".model_0000003.pth.other-host.{int(dead.stdout)}.tmp"
     for path in (stale, live, elsewhere):
         path.write_bytes(b"PK\x03\x04partial")
-    removed = FRNCheckpointer(_net(), str(tmp_path)).remove_stale_temporary_files()
+    removed = SafeCheckpointer(_net(), str(tmp_path)).remove_stale_temporary_files()
     assert removed == [str(stale)]
     assert _temporary_files(tmp_path) == sorted([live.name, elsewhere.name])
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from frn_det.checkpoint import FRNCheckpointer, NonFiniteCheckpointError
+from frn_det.checkpoint import NonFiniteCheckpointError, SafeCheckpointer
 from frn_det.engine import Trainer, lazy, setup
 from frn_det.engine.trainer import NonFiniteLossError
 
@@ -87,7 +87,7 @@ def test_a_huge_learning_rate_stops_training_and_writes_no_final_model(tiny_args
 
 def test_a_model_holding_nan_is_not_saved_over_the_last_good_checkpoint(tmp_path):
     net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
-    checkpointer = FRNCheckpointer(net, str(tmp_path), save_to_disk=True)
+    checkpointer = SafeCheckpointer(net, str(tmp_path), save_to_disk=True)
     checkpointer.save("model_0000001")
     with torch.no_grad():
         net[1].weight[0, 0] = float("inf")

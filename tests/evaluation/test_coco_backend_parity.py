@@ -17,7 +17,7 @@ from pycocotools.coco import COCO
 
 from frn_det.data import register_shapes_datasets
 from frn_det.evaluation import (
-    FRNCOCOEvaluator,
+    BackendCOCOEvaluator,
     evaluate_predictions_on_coco,
     faster_coco_eval_available,
 )
@@ -86,7 +86,7 @@ def _assert_same_results(a: dict, b: dict) -> None:
 
 
 def _run_evaluator(dataset_name: str, backend: str, inputs: list, outputs: list) -> dict:
-    evaluator = FRNCOCOEvaluator(
+    evaluator = BackendCOCOEvaluator(
         dataset_name, tasks=("bbox", "segm"), distributed=False, backend=backend
     )
     assert evaluator.backend == backend

@@ -4,7 +4,7 @@ import pytest
 
 from frn_det.evaluation import (
     COCOEVAL_ENV,
-    FRNCOCOEvaluator,
+    BackendCOCOEvaluator,
     faster_coco_eval_available,
     resolve_cocoeval_backend,
 )
@@ -34,7 +34,7 @@ def test_unknown_environment_value_raises_value_error_naming_the_variable(monkey
 def test_evaluator_rejects_an_unknown_backend_before_touching_the_dataset():
     # The dataset name is not registered: the backend error must come first.
     with pytest.raises(ValueError, match="TEST.COCOEVAL_BACKEND"):
-        FRNCOCOEvaluator("no_such_dataset", backend="Faster")
+        BackendCOCOEvaluator("no_such_dataset", backend="Faster")
 
 
 def test_faster_requested_but_not_installed_raises_import_error_with_install_command(

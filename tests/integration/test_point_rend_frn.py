@@ -11,7 +11,7 @@ from detectron2.modeling import build_model
 from detectron2.projects.point_rend import add_pointrend_config
 
 from frn_det.config import add_frn_config
-from frn_det.evaluation import FRNCOCOEvaluator
+from frn_det.evaluation import BackendCOCOEvaluator
 from frn_det.modeling import use_frn_components
 
 from .conftest import frn_norms
@@ -91,7 +91,9 @@ def test_point_rend_mask_rcnn_with_frn_norms_trains_one_step_and_is_evaluated(
     losses = train_one_step(cfg, model)
     assert {"loss_mask", "loss_mask_point", "loss_cls"} <= losses.keys()
 
-    evaluator = FRNCOCOEvaluator(cfg.DATASETS.TEST[0], tasks=("bbox", "segm"), distributed=False)
+    evaluator = BackendCOCOEvaluator(
+        cfg.DATASETS.TEST[0], tasks=("bbox", "segm"), distributed=False
+    )
     results = evaluate(cfg, model, evaluator)
     assert "AP" in results["bbox"] and "AP" in results["segm"]
 

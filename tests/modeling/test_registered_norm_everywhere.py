@@ -14,7 +14,7 @@ from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 from torch import nn
 
-from frn_det.checkpoint import FRNCheckpointer, norm_specific_keys
+from frn_det.checkpoint import SafeCheckpointer, norm_specific_keys
 from frn_det.layers import (
     norm_config_options,
     norm_module_types,
@@ -160,7 +160,7 @@ def test_a_stock_checkpoint_fills_its_convs_and_reports_its_own_parameter_as_exp
                 module.bias.fill_(3.0)
     path = tmp_path / "bn.pth"
     torch.save({"model": stock.state_dict()}, path)
-    FRNCheckpointer(toy_model).load(str(path))
+    SafeCheckpointer(toy_model).load(str(path))
 
     conv = "backbone.bottom_up.res2.0.conv1"
     torch.testing.assert_close(
