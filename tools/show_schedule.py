@@ -13,7 +13,7 @@ JSON object per config. The logic is in frn_det.engine.schedule.
 
 from __future__ import annotations
 
-from frn_det.engine.schedule import main
+from frn_det.engine.schedule import show_schedule_main
 
 if __name__ == "__main__":
-    main()
+    show_schedule_main()

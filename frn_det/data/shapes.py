@@ -51,8 +51,8 @@ __all__ = [
     "ensure_shapes_dataset",
     "generate_shapes_dataset",
     "load_shapes_split",
-    "main",
     "render_shapes_image",
+    "shapes_main",
 ]
 
 logger = logging.getLogger(__name__)
@@ -259,8 +259,9 @@ def load_shapes_split(
     return load_coco_json(str(json_file), str(shapes_image_root(split, root)), dataset_name)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: pre-generate the dataset (skipped when the same one is already there)."""
+def shapes_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m frn_det.data.shapes``: pre-generate the dataset (skipped when the same
+    one is already there)."""
     parser = argparse.ArgumentParser(
         prog="python -m frn_det.data.shapes",
         description="Generate frn-det's embedded shapes dataset (COCO format). "
@@ -604,4 +605,4 @@ def _check_annotation_file(json_file: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(shapes_main())

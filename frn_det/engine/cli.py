@@ -71,7 +71,8 @@ __all__ = [
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """``detectron2.engine.default_argument_parser`` plus ``--ims-per-gpu N``."""
+    """train_net's command line: ``detectron2.engine.default_argument_parser`` plus
+    ``--ims-per-gpu N``."""
     parser = default_argument_parser()
     parser.add_argument(
         "--ims-per-gpu",
@@ -276,8 +277,9 @@ def save_config(cfg: CfgNode) -> None:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Train (and evaluate at the end), or with ``--eval-only`` evaluate MODEL.WEIGHTS
-    (strictly: the checkpoint must fit the model the config builds).
+    """train_net's work in each process: train (and evaluate at the end), or with
+    ``--eval-only`` evaluate MODEL.WEIGHTS (strictly: the checkpoint must fit the model the
+    config builds).
 
     Runs in every process. Returns the evaluation results (``{}`` on processes other than
     the main one; None when nothing was evaluated) and logs a box/mask AP table.

@@ -87,15 +87,15 @@ __all__ = [
     "DETECTRON2_NORMS",
     "TRAIN_DEFAULTS",
     "apply_lazy_ims_per_gpu",
-    "argument_parser",
     "build_lazy_model",
     "check_lazy_config",
     "do_test",
     "do_train",
     "frn_det_components",
     "frn_det_optimizer",
+    "lazy_train_net_argument_parser",
+    "lazy_train_net_main",
     "load_lazy_config",
-    "main",
     "make_stages",
     "norm_keys",
     "prepare_lazy_config",
@@ -700,7 +700,7 @@ def do_train(cfg: DictConfig, resume: bool = False) -> dict[str, Any] | None:
 # Command line
 
 
-def argument_parser() -> argparse.ArgumentParser:
+def lazy_train_net_argument_parser() -> argparse.ArgumentParser:
     """detectron2's ``default_argument_parser`` (overrides as ``key=value``) plus
     ``--ims-per-gpu N``."""
     parser = default_argument_parser()
@@ -725,7 +725,7 @@ def build_config(args: argparse.Namespace) -> DictConfig:
     return prepare_lazy_config(cfg, world_size_of(args), train=not args.eval_only)
 
 
-def main(args: argparse.Namespace) -> dict[str, Any] | None:
+def lazy_train_net_main(args: argparse.Namespace) -> dict[str, Any] | None:
     """Train (evaluating at the end), or with ``--eval-only`` evaluate
     ``train.init_checkpoint``. Runs in every process; returns the evaluation results."""
     cfg = build_config(args)
@@ -745,15 +745,15 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
 def _main_explaining_failures(args: argparse.Namespace) -> None:
     # As train_net's: explained failures end the process with their message and status
     # instead of a traceback per process.
-    run_explaining_failures(main, args)
+    run_explaining_failures(lazy_train_net_main, args)
 
 
 def run(argv: Sequence[str] | None = None) -> None:
     """``tools/lazy_train_net.py``: parse ``argv``, check the input in this process, then run
-    ``main`` in every training process (gloo on CPUs, NCCL on GPUs). Bad input exits with
-    status 2, a run stopped by a non-finite loss with status 1, each with a one-paragraph
-    message."""
-    args = argument_parser().parse_args(None if argv is None else list(argv))
+    ``lazy_train_net_main`` in every training process (gloo on CPUs, NCCL on GPUs). Bad
+    input exits with status 2, a run stopped by a non-finite loss with status 1, each with
+    a one-paragraph message."""
+    args = lazy_train_net_argument_parser().parse_args(None if argv is None else list(argv))
     with exit_on_bad_input():
         cfg = build_config(args)
         launch_exiting_as_explained(

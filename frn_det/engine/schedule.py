@@ -19,7 +19,7 @@ from detectron2.config import CfgNode
 from omegaconf import DictConfig, OmegaConf
 from tabulate import tabulate
 
-from .batch import check_ims_per_gpu
+from .batch import ims_per_gpu_arg
 from .exits import exit_on_bad_input
 from .lazy import apply_lazy_ims_per_gpu, load_lazy_config, norm_keys
 from .run_config import build_run_config
@@ -29,10 +29,10 @@ __all__ = [
     "COCO_TRAIN2017_IMAGES",
     "HEADER",
     "Schedule",
-    "argument_parser",
     "format_table",
-    "main",
     "schedule_of",
+    "show_schedule_argument_parser",
+    "show_schedule_main",
 ]
 
 COCO_TRAIN2017_IMAGES = 118287
@@ -168,14 +168,7 @@ def schedule_of(
     return _yaml_schedule(path, opts, num_gpus, ims_per_gpu)
 
 
-def _ims_per_gpu_arg(text: str) -> int:
-    try:
-        return check_ims_per_gpu(int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-
-
-def argument_parser() -> argparse.ArgumentParser:
+def show_schedule_argument_parser() -> argparse.ArgumentParser:
     """``show_schedule.py CONFIG [CONFIG ...] [--num-gpus G] [--ims-per-gpu N] [--opts ...]``."""
     parser = argparse.ArgumentParser(
         description="Print the batch, LR, iterations, LR drops, warm-up and norms that "
@@ -184,7 +177,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("configs", nargs="+", metavar="CONFIG")
     parser.add_argument("--num-gpus", type=int, default=8, help="processes (default 8)")
     parser.add_argument(
-        "--ims-per-gpu", type=_ims_per_gpu_arg, default=None, metavar="N",
+        "--ims-per-gpu", type=ims_per_gpu_arg, default=None, metavar="N",
         help="images per GPU, as train_net's --ims-per-gpu (rescales the schedule)",
     )  # fmt: skip
     parser.add_argument(
@@ -224,9 +217,9 @@ def format_table(schedules: Sequence[Schedule]) -> str:
     return tabulate(rows, headers=HEADER, tablefmt="github", disable_numparse=True)
 
 
-def main(argv: Sequence[str] | None = None) -> list[Schedule]:
+def show_schedule_main(argv: Sequence[str] | None = None) -> list[Schedule]:
     """``tools/show_schedule.py``: print the table (or JSON lines); bad input exits 2."""
-    args = argument_parser().parse_args(None if argv is None else list(argv))
+    args = show_schedule_argument_parser().parse_args(None if argv is None else list(argv))
     with exit_on_bad_input():
         if args.num_gpus < 1:
             raise InputError(f"--num-gpus must be >= 1, got {args.num_gpus}")

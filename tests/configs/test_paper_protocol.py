@@ -19,8 +19,8 @@ from torch import nn
 
 from frn_det.config import add_frn_config
 from frn_det.engine import apply_ims_per_gpu
-from frn_det.engine.schedule import main as show_schedule
 from frn_det.engine.schedule import schedule_of
+from frn_det.engine.schedule import show_schedule_main as show_schedule
 from frn_det.layers import FilterResponseNorm2d
 
 ROOT = Path(__file__).resolve().parents[2] / "configs" / "COCO-Detection"

@@ -19,8 +19,8 @@ from frn_det.data.shapes import (
     ShapesDatasetError,
     ensure_shapes_dataset,
     generate_shapes_dataset,
-    main,
     render_shapes_image,
+    shapes_main,
 )
 
 
@@ -154,7 +154,7 @@ def test_an_interrupted_regeneration_keeps_the_previous_dataset(tiny_root, monke
 
 def test_the_command_line_generates_once_then_reports_nothing_to_do(tmp_path, capsys):
     argv = ["--root", str(tmp_path), "--num-train", "3", "--num-val", "2", "--seed", "5"]
-    assert main(argv) == 0
+    assert shapes_main(argv) == 0
     manifest = json.loads((shapes_dir(tmp_path) / "MANIFEST.json").read_text())
     assert manifest == {
         "generator_version": GENERATOR_VERSION,
@@ -165,7 +165,7 @@ def test_the_command_line_generates_once_then_reports_nothing_to_do(tmp_path, ca
     json_file = shapes_annotation_file("train", tmp_path)
     written = json_file.stat().st_mtime_ns
     capsys.readouterr()
-    assert main(argv) == 0
+    assert shapes_main(argv) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert json_file.stat().st_mtime_ns == written
 
@@ -176,7 +176,7 @@ def test_an_unwritable_root_gets_an_error_naming_it(tmp_path, capsys):
     root = blocker / "datasets"
     with pytest.raises(ShapesDatasetError, match=r"a_file.*datasets\.md"):
         generate_shapes_dataset(root, num_train=1, num_val=1)
-    assert main(["--root", str(root), "--num-train", "1", "--num-val", "1"]) == 2
+    assert shapes_main(["--root", str(root), "--num-train", "1", "--num-val", "1"]) == 2
     assert "a_file" in capsys.readouterr().err
 
 
@@ -210,7 +210,7 @@ def test_bad_counts_and_seeds_are_refused_before_anything_is_written(tmp_path, k
 )
 def test_the_command_line_names_the_bad_flag_and_writes_nothing(tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as exited:
-        main(["--root", str(tmp_path / "datasets"), *flags])
+        shapes_main(["--root", str(tmp_path / "datasets"), *flags])
     assert exited.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"python -m frn_det.data.shapes: error: {message}"
@@ -221,7 +221,7 @@ def test_the_command_line_names_the_bad_flag_and_writes_nothing(tmp_path, capsys
 def test_a_root_that_is_a_file_is_named_as_a_file(tmp_path, capsys):
     root = tmp_path / "notes.txt"
     root.write_text("mine\n")
-    assert main(["--root", str(root), "--num-train", "1", "--num-val", "1"]) == 2
+    assert shapes_main(["--root", str(root), "--num-train", "1", "--num-val", "1"]) == 2
     assert capsys.readouterr().err.startswith(
         f"python -m frn_det.data.shapes: error: Cannot write the shapes dataset under {root}: "
         f"{root} is a file, not a folder."
