@@ -28,7 +28,11 @@ def add_frn_config(cfg: CN) -> CN:
         otherwise IMS_PER_BATCH, BASE_LR, MAX_ITER, STEPS, WARMUP_ITERS, CHECKPOINT_PERIOD
         and TEST.EVAL_PERIOD are rescaled from SOLVER.REFERENCE_WORLD_BATCH.
     SOLVER.REFERENCE_WORLD_BATCH: the total batch the schedule in the config was written
-        for (16, detectron2's model-zoo batch).
+        for (16, detectron2's model-zoo batch). detectron2's own SOLVER.REFERENCE_WORLD_SIZE
+        rescales by the number of GPUs instead; the two would apply one on top of the
+        other, so a config with IMS_PER_GPU > 0 and a non-zero REFERENCE_WORLD_SIZE is
+        refused. With IMS_PER_GPU 0, REFERENCE_WORLD_SIZE works as in detectron2 (the batch
+        a multiple of it) and REFERENCE_WORLD_BATCH is not used.
     SOLVER.AMP.PRECISION: autocast dtype when SOLVER.AMP.ENABLED: "auto" (float16 with
         gradient scaling on CUDA, bfloat16 on the CPU), "float16" or "bfloat16".
     TEST.PRECISE_BN.FINAL_ONLY: recompute the BN statistics once, after the last
