@@ -53,11 +53,15 @@ from typing import Any
 
 from tabulate import tabulate
 
-from frn_det_tools.sweep import (
+from frn_det_tools.run_folders import (
     DONE_FILE,
     FAILED_FILE,
+    JOB_FILE,
+    LAST_CHECKPOINT,
     LOG_FILE,
     RUN_FILE,
+)
+from frn_det_tools.sweep import (
     TRAIN_NET,
     Run,
     RunState,
@@ -76,13 +80,12 @@ from frn_det_tools.sweep import (
 
 __all__ = [
     "CLUSTER_LAUNCHERS",
-    "JOB_FILE",
     "LAUNCHERS",
     "ClusterOptions",
     "JobShape",
     "JobStatus",
-    "SweepJob",
     "RunFailedError",
+    "SweepJob",
     "add_cluster_arguments",
     "check_launch",
     "cluster_options",
@@ -97,7 +100,6 @@ __all__ = [
 
 LAUNCHERS = ("local", "slurm", "submitit-local")
 CLUSTER_LAUNCHERS = LAUNCHERS[1:]
-JOB_FILE = "JOB.json"
 # A day: a 3x COCO schedule on 8 GPUs; a longer run is requeued and resumes.
 DEFAULT_TIMEOUT_MIN = 24 * 60
 DEFAULT_MAX_REQUEUES = 3
@@ -126,7 +128,8 @@ ACTIVE_STATES = frozenset(
 # finds it without talking first; a requeued job keeps its id, hence its port.
 _PORT_BASE, _PORT_RANGE = 20000, 40000
 _SLURM_NAME_RE = re.compile(r"^[^\s,]+(,[^\s,]+)*$")
-# Flags whose defaults the command line leaves unset, to tell a value given from none.
+# The job flags' defaults; the command line leaves them out unless given (SUPPRESS), so
+# a value given can be told from none.
 _CLUSTER_DEFAULTS: dict[str, Any] = {
     "nodes": 1,
     "gpus_per_node": None,
@@ -211,52 +214,59 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--nodes",
         type=_int_at_least(1, "nodes a run"),
-        default=None,
+        default=argparse.SUPPRESS,
         help="nodes per run; a run's processes are split evenly over them (default 1)",
     )
     group.add_argument(
         "--gpus-per-node",
         type=_int_at_least(0, "GPUs a node"),
-        default=None,
+        default=argparse.SUPPRESS,
         help="GPUs each job asks for on each node (default: the run's processes per node, "
         "one GPU each); 0 on nodes without GPUs (CPU processes over gloo)",
     )
     group.add_argument(
         "--cpus-per-task",
         type=_int_at_least(1, "CPUs a node"),
-        default=None,
+        default=argparse.SUPPRESS,
         help="CPUs a node's task gets, for all its processes and their data loaders "
         "(default: the cluster's, often 1; e.g. processes x (DATALOADER.NUM_WORKERS + 1))",
     )
     group.add_argument(
         "--mem-gb",
         type=_positive_float,
-        default=None,
+        default=argparse.SUPPRESS,
         help="memory a node, in GB (default: the cluster's)",
     )
     group.add_argument(
         "--timeout-min",
         type=_int_at_least(1, "minutes"),
-        default=None,
+        default=argparse.SUPPRESS,
         help=f"time limit of a job in minutes (default {DEFAULT_TIMEOUT_MIN}); a run that "
         "needs longer is requeued and resumes from its newest checkpoint",
     )
-    group.add_argument("--partition", type=_slurm_name("partition"), default=None)
-    group.add_argument("--account", type=_slurm_name("account"), default=None)
-    group.add_argument("--qos", type=_slurm_name("QOS"), default=None)
+    for flag, what in (("partition", "partition(s)"), ("account", "account"), ("qos", "QOS")):
+        group.add_argument(
+            f"--{flag}",
+            type=_slurm_name(what),
+            default=argparse.SUPPRESS,
+            help=f"the jobs' Slurm {what} (default: the cluster's)",
+        )
     group.add_argument(
-        "--constraint", type=_constraint, default=None, help="node features, e.g. 'a100'"
+        "--constraint",
+        type=_constraint,
+        default=argparse.SUPPRESS,
+        help="node features the jobs need, e.g. 'a100' (default: none)",
     )
     group.add_argument(
         "--max-requeues",
         type=_int_at_least(0, "requeues"),
-        default=None,
+        default=argparse.SUPPRESS,
         help=f"times a job that reaches its time limit is requeued (default "
         f"{DEFAULT_MAX_REQUEUES}); requeues after preemption are not counted",
     )
     group.add_argument(
         "--slurm-folder",
-        default=None,
+        default=argparse.SUPPRESS,
         metavar="DIR",
         help="where submitit keeps the jobs' pickles, scripts and logs (default: "
         "OUTPUT/submitit); on a cluster, a folder every node reads",
@@ -264,7 +274,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--wait",
         action="store_true",
-        default=None,
+        default=argparse.SUPPRESS,
         help="after submitting, follow the jobs until they end (exit status 1 if a run "
         "failed); without it the command returns once they are submitted",
     )
@@ -521,7 +531,7 @@ class SweepJob:
         """train_net's command on node ``node`` of the job (``--resume`` when this job was
         requeued, or the run folder has a checkpoint)."""
         folder = self.run.output_dir
-        resume = self.resume or (folder / "last_checkpoint").is_file()
+        resume = self.resume or (folder / LAST_CHECKPOINT).is_file()
         args = self.run.train_net_args(resume=resume)
         if self.nodes > 1:
             args = multi_machine_args(args, self.nodes, node, rendezvous_url(hostnames, job_id))

@@ -30,7 +30,7 @@ trap finish EXIT
 eval "$(bash dev/slurm/start.sh "$dir")"
 sinfo
 set +e
-FRN_DET_SLURM_CHECK=1 "$python" -m pytest -q -p no:cacheprovider -rA \
+FRN_DET_SLURM_CHECK=1 "$python" -m pytest -q -p no:cacheprovider \
     tests/sweep/test_slurm_cluster.py "$@"
 status=$?
 exit $status

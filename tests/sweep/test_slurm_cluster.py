@@ -56,6 +56,12 @@ JOB_FLAGS = ["--launcher", "slurm", "--gpus-per-node", "0", "--cpus-per-task", "
 JOB_FLAGS += ["--timeout-min", "20", "--partition", "debug"]
 
 
+def _show(capsys: pytest.CaptureFixture[str], title: str, text: str) -> None:
+    # Straight to make slurm-check's output: what the sweep and its summaries said.
+    with capsys.disabled():
+        print(f"\n--- {title}\n{text.strip()}", flush=True)
+
+
 def _until(what: str, check, timeout: float = 900.0, every: float = 2.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -83,7 +89,7 @@ def test_a_sweep_on_slurm_finishes_a_requeued_job_resumes_and_a_failed_one_is_sh
     argv += ["--output", os.fspath(out), *JOB_FLAGS, *TINY_OPTS]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    print(printed)
+    _show(capsys, "tools/sweep.py --launcher slurm", printed)
     assert "2 submitted" in printed and "squeue --jobs" in printed
     folders = {norm: out / STEM / norm / "ipg2" / "seed0" for norm in ("gn", "frn")}
     victim = folders["frn"]
@@ -100,7 +106,8 @@ def test_a_sweep_on_slurm_finishes_a_requeued_job_resumes_and_a_failed_one_is_sh
         every=0.5,
     )
     table = summarize(out, curves=False)["table"].read_text()
-    print(table)
+    _show(capsys, f"summary after scancel --signal=USR2 {job_id}", table)
+    _show(capsys, "squeue", subprocess.run(["squeue"], capture_output=True, text=True).stdout)
     assert re.search(rf"unfinished \(iter \d+/4\); Slurm job {job_id} pending", _cell(table, "frn"))
 
     _until(
@@ -123,9 +130,12 @@ def test_a_sweep_on_slurm_finishes_a_requeued_job_resumes_and_a_failed_one_is_sh
 
     # Sweeping again submits nothing; the summary has both runs' AP.
     assert main(argv) == 0
-    assert "0 submitted, 0 already queued or running, 2 already done" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    _show(capsys, "the same sweep again", printed)
+    assert "0 submitted, 0 already queued or running, 2 already done" in printed
     table = summarize(out, curves=False)["table"].read_text()
-    print(table)
+    _show(capsys, "summary when both jobs ended", table)
+    _show(capsys, f"submitit's log of job {job_id}", job_log)
     for norm in ("gn", "frn"):
         assert re.fullmatch(r"\d+\.\d / \d+\.\d", _cell(table, norm)), table
 
@@ -142,7 +152,7 @@ def test_a_sweep_on_slurm_finishes_a_requeued_job_resumes_and_a_failed_one_is_sh
         timeout=300,
     )
     table = summarize(broken, curves=False)["table"].read_text()
-    print(table)
+    _show(capsys, "summary of a run whose job failed", table)
     failed_id = json.loads((folder / "JOB.json").read_text())["job_id"]
     expected = f"failed (exit 2, iter 0/4); Slurm job {failed_id}, log: {folder / 'train_net.log'}"
     assert _cell(table, "gn") == expected, table
