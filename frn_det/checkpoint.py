@@ -52,6 +52,7 @@ __all__ = [
     "CheckpointKeysError",
     "CheckpointShapeError",
     "CorruptCheckpointError",
+    "DIVERGENCE_ADVICE",
     "SafeCheckpointer",
     "NonFiniteCheckpointError",
     "norm_specific_keys",
@@ -104,6 +105,10 @@ class CheckpointKeysError(CheckpointError):
 
 class NonFiniteCheckpointError(FloatingPointError):
     """A model holding NaN or Inf, which is never written over a good checkpoint."""
+
+
+DIVERGENCE_ADVICE = "Lower the learning rate or lengthen the warm-up and train again"
+"""What a ``NonFiniteCheckpointError`` advises when the caller names no config keys."""
 
 
 def _is_local(path: str) -> bool:
@@ -297,11 +302,16 @@ class SafeCheckpointer(DetectionCheckpointer, _NormsKeepTheirOwnState):
         save_dir: str = "",
         *,
         save_to_disk: bool | None = None,
+        divergence_advice: str = DIVERGENCE_ADVICE,
         **checkpointables: Any,
     ) -> None:
         """Arguments as ``DetectionCheckpointer``: ``save_to_disk`` defaults to "this is the
-        main process"; ``checkpointables`` are objects with ``state_dict`` to save too."""
+        main process"; ``checkpointables`` are objects with ``state_dict`` to save too.
+        ``divergence_advice`` ends the ``NonFiniteCheckpointError`` of a diverged model: what
+        to change, in the keys of the caller's config (SOLVER.BASE_LR for a yacs config,
+        optimizer.lr for a lazy one)."""
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.divergence_advice = divergence_advice
         self._resuming = False
         self._strict = False
         self._loading: str | None = None
@@ -360,8 +370,7 @@ class SafeCheckpointer(DetectionCheckpointer, _NormsKeepTheirOwnState):
         kept = f"the last good checkpoint {previous} is kept" if previous else "none was saved"
         raise NonFiniteCheckpointError(
             f"refusing to save checkpoint {save_file}: {len(bad)} model tensors hold NaN or "
-            f"Inf ({listed}), so training diverged; {kept}. Lower SOLVER.BASE_LR or "
-            "lengthen SOLVER.WARMUP_ITERS and train again"
+            f"Inf ({listed}), so training diverged; {kept}. {self.divergence_advice}"
         )
 
     def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:

@@ -13,8 +13,8 @@ fit in them by ``_target_``:
 - ``make_stages`` (ResNet stages of ``FRNBasicBlock`` / ``FRNBottleneckBlock``) and
   ``slot_norm`` (a ``channels -> norm`` factory for stock components whose norm has no
   activation after it, such as ``FPN``) are the targets those nodes use.
-- ``frn_det_optimizer(optimizer)`` makes FRN's parameters norm parameters for
-  ``weight_decay_norm`` (``frn_det.solver.get_optimizer_params``).
+- ``frn_det_optimizer(optimizer)`` makes every registered norm's parameters norm
+  parameters for ``weight_decay_norm`` (``frn_det.solver.get_optimizer_params``).
 
 ``run`` (``tools/lazy_train_net.py``) trains such a config with what ``tools/train_net.py``
 gives yacs configs: ``--ims-per-gpu`` (``apply_lazy_ims_per_gpu``), gloo processes on
@@ -48,7 +48,7 @@ from torch import nn
 
 # Imported for their registrations: the embedded datasets.
 import frn_det.data  # noqa: F401
-from frn_det.checkpoint import NonFiniteCheckpointError, SafeCheckpointer
+from frn_det.checkpoint import SafeCheckpointer
 from frn_det.evaluation import BackendCOCOEvaluator
 from frn_det.layers import get_norm_act, registered_norms, set_frn_impl
 from frn_det.modeling import (
@@ -159,8 +159,9 @@ def slot_norm(norm: str, **options: Any) -> Callable[[int], nn.Module | None]:
     no activation after the norm (``FPN``'s lateral and output convs).
 
     It is the norm half of the registry's slot with ``act=False``: FRN without TLU for
-    "FRN". ``options`` are FRN's (``eps``, ``learnable_eps``). In a lazy config:
-    ``model.backbone.norm = L(slot_norm)(norm="FRN")``.
+    "FRN". ``options`` are the norm's builder options, those its registry entry takes
+    (``norm_entry(norm).config_options`` reads them from a yacs config; for FRN ``eps``,
+    ``learnable_eps``). In a lazy config: ``model.backbone.norm = L(slot_norm)(norm="FRN")``.
     """
     if norm not in registered_norms():
         accepted = ", ".join(repr(n) for n in registered_norms())
@@ -279,7 +280,8 @@ def frn_det_optimizer(optimizer: DictConfig) -> DictConfig:
 
     detectron2's ``get_default_optimizer_params`` gives ``weight_decay_norm`` to torch's
     norm classes only; ``frn_det.solver.get_optimizer_params`` takes the same arguments and
-    counts FRN's gamma, beta, tau and eps (and TLU's tau) as norm parameters too.
+    counts the parameters of every registered norm's modules (FRN's gamma, beta, tau and
+    eps, TLU's tau) as norm parameters too.
     """
     optimizer.params._target_ = get_optimizer_params
     return optimizer
@@ -595,33 +597,6 @@ def _keys_to_change(cfg: DictConfig) -> str:
     )
 
 
-# The sentence SafeCheckpointer ends its refusal to save a diverged model with: yacs keys.
-_YACS_KEYS_TO_CHANGE = "Lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS and train again"
-
-
-class _LazyRunCheckpointer(SafeCheckpointer):
-    """``SafeCheckpointer`` whose refusal to save a diverged model
-    (``NonFiniteCheckpointError``) names the lazy config's keys to change, ``change``,
-    instead of the yacs keys SafeCheckpointer names."""
-
-    def __init__(
-        self, model: nn.Module, save_dir: str, change: str, **checkpointables: Any
-    ) -> None:
-        super().__init__(model, save_dir, **checkpointables)
-        self._change = change
-
-    def save(self, name: str, **kwargs: Any) -> None:
-        try:
-            super().save(name, **kwargs)
-        except NonFiniteCheckpointError as error:
-            message = str(error)
-            if not message.endswith(_YACS_KEYS_TO_CHANGE):
-                raise
-            raise NonFiniteCheckpointError(
-                message.removesuffix(_YACS_KEYS_TO_CHANGE) + self._change
-            ) from None
-
-
 def do_train(cfg: DictConfig, resume: bool = False) -> dict[str, Any] | None:
     """Train ``cfg`` (prepared by ``prepare_lazy_config``) in this process; returns the last
     evaluation's results.
@@ -649,7 +624,9 @@ def do_train(cfg: DictConfig, resume: bool = False) -> dict[str, Any] | None:
     # frn-det's loops (fp32, CUDA AMP, CPU bfloat16) read only these yacs keys.
     loop = Trainer._build_loop(_yacs_view(cfg), model, data_loader, optimizer)
     output_dir = cfg.train.output_dir
-    checkpointer = _LazyRunCheckpointer(model, output_dir, _keys_to_change(cfg), trainer=loop)
+    checkpointer = SafeCheckpointer(
+        model, output_dir, divergence_advice=_keys_to_change(cfg), trainer=loop
+    )
     metrics = os.path.join(output_dir, METRICS_FILE)
     if comm.is_main_process():
         repair_torn_metrics_line(metrics)

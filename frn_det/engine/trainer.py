@@ -68,6 +68,9 @@ logger = logging.getLogger(__name__)
 
 EVALUATOR_TYPES = ("coco",)
 
+YACS_DIVERGENCE_ADVICE = "Lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS and train again"
+"""How the checkpointer of a diverged YAML-config run says what to change."""
+
 METRICS_FILE = "metrics.json"
 SUPERSEDED_METRICS_FILE = "metrics.superseded.json"
 """Where ``--resume`` moves the metrics.json lines of iterations it trains again."""
@@ -543,7 +546,12 @@ class Trainer(DefaultTrainer):
         model = create_ddp_model(model, broadcast_buffers=False)
         self._trainer = self._build_loop(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = SafeCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = SafeCheckpointer(
+            model,
+            cfg.OUTPUT_DIR,
+            divergence_advice=YACS_DIVERGENCE_ADVICE,
+            trainer=weakref.proxy(self),
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from frn_det.checkpoint import NonFiniteCheckpointError, SafeCheckpointer
-from frn_det.engine import Trainer, lazy, setup
-from frn_det.engine.trainer import NonFiniteLossError
+from frn_det.engine import Trainer, setup
+from frn_det.engine.trainer import YACS_DIVERGENCE_ADVICE, NonFiniteLossError
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +87,9 @@ def test_a_huge_learning_rate_stops_training_and_writes_no_final_model(tiny_args
 
 def test_a_model_holding_nan_is_not_saved_over_the_last_good_checkpoint(tmp_path):
     net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
-    checkpointer = SafeCheckpointer(net, str(tmp_path), save_to_disk=True)
+    checkpointer = SafeCheckpointer(
+        net, str(tmp_path), save_to_disk=True, divergence_advice=YACS_DIVERGENCE_ADVICE
+    )
     checkpointer.save("model_0000001")
     with torch.no_grad():
         net[1].weight[0, 0] = float("inf")
@@ -103,10 +105,12 @@ def test_a_model_holding_nan_is_not_saved_over_the_last_good_checkpoint(tmp_path
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
 
 
-def test_a_lazy_run_refusing_to_save_a_diverged_model_names_the_lazy_keys(tmp_path):
+def test_a_refusal_to_save_a_diverged_model_names_the_keys_its_caller_gives(tmp_path):
     net = nn.Sequential(nn.Linear(3, 4))
     change = "Lower optimizer.lr (now 0.1) or lengthen lr_multiplier.warmup_length and train again"
-    checkpointer = lazy._LazyRunCheckpointer(net, str(tmp_path), change, save_to_disk=True)
+    checkpointer = SafeCheckpointer(
+        net, str(tmp_path), save_to_disk=True, divergence_advice=change
+    )
     with torch.no_grad():
         net[0].weight[0, 0] = float("nan")
     with pytest.raises(NonFiniteCheckpointError) as raised:
