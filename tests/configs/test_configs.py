@@ -29,7 +29,7 @@ from torch import nn
 import frn_det.data  # noqa: F401  (registers frn_shapes_train / frn_shapes_val)
 from frn_det.checkpoint import SafeCheckpointer
 from frn_det.config import add_frn_config
-from frn_det.data.builtin import SHAPES_CLASSES
+from frn_det.data import SHAPES_CLASSES
 from frn_det.engine import apply_ims_per_gpu
 from frn_det.layers import (
     TLU,

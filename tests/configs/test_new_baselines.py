@@ -28,17 +28,16 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from frn_det.checkpoint import SafeCheckpointer
-from frn_det.data import register_shapes_datasets
-from frn_det.data.builtin import SHAPES_CLASSES
+from frn_det.data import SHAPES_CLASSES, register_shapes_datasets
 from frn_det.data.shapes import generate_shapes_dataset
 from frn_det.engine.lazy import (
     apply_lazy_ims_per_gpu,
-    argument_parser,
     check_lazy_config,
     do_train,
     frn_det_components,
+    lazy_train_net_argument_parser,
+    lazy_train_net_main,
     load_lazy_config,
-    main,
     norm_keys,
     prepare_lazy_config,
     run,
@@ -396,8 +395,8 @@ def test_a_shapes_sized_frn_lsj_config_trains_and_evaluates_on_the_cpu(shapes_ro
     config = tmp_path / "config.yaml"
     LazyConfig.save(cfg, str(config))
     checkpoint = f"train.init_checkpoint={out / 'model_final.pth'}"
-    args = argument_parser().parse_args(["--config-file", str(config), "--eval-only", checkpoint])
-    evaluated = main(args)
+    argv = ["--config-file", str(config), "--eval-only", checkpoint]
+    evaluated = lazy_train_net_main(lazy_train_net_argument_parser().parse_args(argv))
     assert evaluated["bbox"] == pytest.approx(results["bbox"], nan_ok=True)
     assert evaluated["segm"] == pytest.approx(results["segm"], nan_ok=True)
 

@@ -28,7 +28,7 @@ from detectron2.modeling import (
 )
 
 from frn_det.evaluation import COCOEVAL_BACKENDS
-from frn_det.layers import registered_norms
+from frn_det.layers import norm_entry, registered_norms
 from frn_det.layers.frn import FRN_IMPLS
 from frn_det.modeling.box_head import AFTER_FC_CHOICES
 
@@ -65,11 +65,19 @@ def check_frn_keys(cfg: CfgNode) -> None:
     missing = [key for key in _frn_leaf_keys() if not _has_key(cfg, key)]
     if not missing:
         return
-    uses_frn = [key for key, value in _norm_keys(cfg) if value == "FRN"]
+    # The norms asked for whose registry entries read their options from the config (FRN's
+    # from MODEL.FRN): the reason the keys are needed.
+    registered = set(registered_norms())
+    reading = [
+        (key, value)
+        for key, value in _norm_keys(cfg)
+        if value in registered and norm_entry(value).config_options is not None
+    ]
     why = ""
-    if uses_frn:
-        verb = "is" if len(uses_frn) == 1 else "are"
-        why = f" ({' and '.join(uses_frn)} {verb} 'FRN', whose options are read from MODEL.FRN)"
+    if reading:
+        said = " and ".join(f"{key} is {value!r}" for key, value in reading)
+        norms = "a norm" if len({value for _, value in reading}) == 1 else "norms"
+        why = f" ({said}, {norms} whose options are read from the config)"
     raise InputError(
         f"this config lacks frn-det's keys {', '.join(missing)}{why}: {ADD_FRN_CONFIG_HINT}"
     )
