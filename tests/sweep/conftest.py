@@ -130,3 +130,34 @@ def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("datasets")
     generate_shapes_dataset(root, num_train=4, num_val=2, seed=0)
     return root
+
+
+# 4 iterations of 2 images at 64 px with a checkpoint every 2, the model narrowed: seconds
+# of training a run, so the job machinery is what the test spends its time on.
+JOB_TINY_OPTS = [
+    "MODEL.FRN.IMPL", "autograd",
+    "MODEL.FPN.OUT_CHANNELS", "32",
+    "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50",
+    # Every detection kept: 4 iterations' model scores low, and AP is then a number.
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+    "DATALOADER.NUM_WORKERS", "0",
+    "INPUT.MIN_SIZE_TRAIN", "(64,)",
+    "INPUT.MAX_SIZE_TRAIN", "64",
+    "INPUT.MIN_SIZE_TEST", "64",
+    "INPUT.MAX_SIZE_TEST", "64",
+    "SOLVER.IMS_PER_BATCH", "2",
+    "SOLVER.REFERENCE_WORLD_BATCH", "2",
+    "SOLVER.MAX_ITER", "4",
+    "SOLVER.CHECKPOINT_PERIOD", "2",
+    "SOLVER.STEPS", "()",
+    "SOLVER.WARMUP_ITERS", "1",
+]  # fmt: skip
+
+
+@pytest.fixture
+def job_tiny_opts() -> list[str]:
+    """JOB_TINY_OPTS: the config options of the Slurm launcher's end-to-end sweeps."""
+    return list(JOB_TINY_OPTS)

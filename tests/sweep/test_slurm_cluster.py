@@ -29,29 +29,6 @@ from frn_det_tools.sweep import main, read_state  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 SHAPES_TEMPLATE = os.fspath(REPO / "configs" / "Shapes" / "mask_rcnn_R_18_FPN_{norm}.yaml")
 STEM = "mask_rcnn_R_18_FPN"
-# As tests/sweep/test_slurm_local_executor.py: 4 iterations of 2 images at 64 px, a
-# checkpoint every 2.
-TINY_OPTS = [
-    "MODEL.FRN.IMPL", "autograd",
-    "MODEL.FPN.OUT_CHANNELS", "32",
-    "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50",
-    # Every detection kept: 4 iterations' model scores low, and AP is then a number.
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
-    "DATALOADER.NUM_WORKERS", "0",
-    "INPUT.MIN_SIZE_TRAIN", "(64,)",
-    "INPUT.MAX_SIZE_TRAIN", "64",
-    "INPUT.MIN_SIZE_TEST", "64",
-    "INPUT.MAX_SIZE_TEST", "64",
-    "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.REFERENCE_WORLD_BATCH", "2",
-    "SOLVER.MAX_ITER", "4",
-    "SOLVER.CHECKPOINT_PERIOD", "2",
-    "SOLVER.STEPS", "()",
-    "SOLVER.WARMUP_ITERS", "1",
-]  # fmt: skip
 JOB_FLAGS = ["--launcher", "slurm", "--gpus-per-node", "0", "--cpus-per-task", "1"]
 JOB_FLAGS += ["--timeout-min", "20", "--partition", "debug"]
 
@@ -80,13 +57,13 @@ def _cell(table: str, norm: str) -> str:
 
 
 def test_a_sweep_on_slurm_finishes_a_requeued_job_resumes_and_a_failed_one_is_shown(
-    tmp_path, tiny_shapes, monkeypatch, capsys
+    tmp_path, tiny_shapes, monkeypatch, capsys, job_tiny_opts
 ):
     assert shutil.which("sbatch"), "make slurm-check puts Slurm's commands on PATH"
     monkeypatch.setenv("DETECTRON2_DATASETS", os.fspath(tiny_shapes))
     out = tmp_path / "out"
     argv = ["--configs", SHAPES_TEMPLATE, "--norms", "gn,frn", "--ims-per-gpu", "2"]
-    argv += ["--output", os.fspath(out), *JOB_FLAGS, *TINY_OPTS]
+    argv += ["--output", os.fspath(out), *JOB_FLAGS, *job_tiny_opts]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     _show(capsys, "tools/sweep.py --launcher slurm", printed)
@@ -143,7 +120,7 @@ def test_a_sweep_on_slurm_finishes_a_requeued_job_resumes_and_a_failed_one_is_sh
     # sweep plans schedules, it does not read checkpoints): failed, with its log.
     broken = tmp_path / "broken"
     argv = ["--configs", SHAPES_TEMPLATE, "--norms", "gn", "--ims-per-gpu", "2"]
-    argv += ["--output", os.fspath(broken), *JOB_FLAGS, *TINY_OPTS]
+    argv += ["--output", os.fspath(broken), *JOB_FLAGS, *job_tiny_opts]
     assert main([*argv, "MODEL.WEIGHTS", os.fspath(tmp_path / "missing.pth")]) == 0
     folder = broken / STEM / "gn" / "ipg2" / "seed0"
     _until(

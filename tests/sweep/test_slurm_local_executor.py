@@ -24,29 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 SHAPES_TEMPLATE = os.fspath(REPO / "configs" / "Shapes" / "mask_rcnn_R_18_FPN_{norm}.yaml")
 STEM = "mask_rcnn_R_18_FPN"
 
-# 4 iterations of 2 images at 64 px with a checkpoint every 2, the model narrowed: seconds
-# of training a run, so the job machinery is what the test spends its time on.
-TINY_OPTS = [
-    "MODEL.FRN.IMPL", "autograd",
-    "MODEL.FPN.OUT_CHANNELS", "32",
-    "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50",
-    # Every detection kept: 4 iterations' model scores low, and AP is then a number.
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
-    "DATALOADER.NUM_WORKERS", "0",
-    "INPUT.MIN_SIZE_TRAIN", "(64,)",
-    "INPUT.MAX_SIZE_TRAIN", "64",
-    "INPUT.MIN_SIZE_TEST", "64",
-    "INPUT.MAX_SIZE_TEST", "64",
-    "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.REFERENCE_WORLD_BATCH", "2",
-    "SOLVER.MAX_ITER", "4",
-    "SOLVER.CHECKPOINT_PERIOD", "2",
-    "SOLVER.STEPS", "()",
-    "SOLVER.WARMUP_ITERS", "1",
-]  # fmt: skip
 
 
 def _cell(table: str, norm: str) -> str:
@@ -93,12 +70,12 @@ def local_jobs(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds jobs through /proc")
 def test_a_sweep_of_submitit_jobs_finishes_and_a_signalled_job_resumes_from_its_checkpoint(
-    tiny_shapes, monkeypatch, capsys, local_jobs
+    tiny_shapes, monkeypatch, capsys, local_jobs, job_tiny_opts
 ):
     monkeypatch.setenv("DETECTRON2_DATASETS", os.fspath(tiny_shapes))
     out = local_jobs
     argv = ["--configs", SHAPES_TEMPLATE, "--norms", "gn,frn", "--ims-per-gpu", "2"]
-    argv += ["--output", os.fspath(out), "--launcher", "submitit-local", "--wait", *TINY_OPTS]
+    argv += ["--output", os.fspath(out), "--launcher", "submitit-local", "--wait", *job_tiny_opts]
     victim = out / STEM / "frn" / "ipg2" / "seed0"
     signalled: dict[str, object] = {}
 
