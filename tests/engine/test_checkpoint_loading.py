@@ -277,33 +277,12 @@ def test_frns_tau_and_learned_eps_are_its_own_parameters():
     assert norm_specific_keys(_ConvNorm(nn.BatchNorm2d(4))) == {}
 
 
-@pytest.fixture
-def loading_log() -> Iterator[list[str]]:
-    """What frn_det.checkpoint and fvcore's checkpointer log at INFO and above meanwhile."""
-    messages: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
-
-    handler = Collect(level=logging.INFO)
-    loggers = [logging.getLogger("frn_det.checkpoint"), logging.getLogger("fvcore")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    yield messages
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 def test_a_bn_checkpoint_in_an_frn_model_reports_tau_as_expected_not_as_missing(
-    tmp_path, loading_log
+    tmp_path, checkpoint_log
 ):
     path = _save(_ConvNorm(nn.BatchNorm2d(4)), tmp_path / "bn.pth")
     SafeCheckpointer(_frn()).load(path)
-    messages = loading_log
+    messages = [record.getMessage() for record in checkpoint_log]
     assert (
         f"Checkpoint {path} was trained with another norm than FRN: the model's 1 FRN layers "
         "keep their initial values. Not loaded: its 5 tensors at those layers (e.g. "

@@ -4,7 +4,6 @@ which of its parameters are its own, and its config options come from its entry.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import pytest
@@ -125,27 +124,6 @@ def test_the_checkpoint_loader_counts_its_own_parameter_as_specific_to_it(toy, t
         f"{name}.gain" for name in layers
     }
     assert not any(key.endswith((".weight", ".bias")) for key in specific)
-
-
-@pytest.fixture
-def checkpoint_log() -> Iterator[list[logging.LogRecord]]:
-    """Records of frn_det.checkpoint (INFO and up) and fvcore's checkpointer (warnings)."""
-    records: list[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    handler = Collect(level=logging.INFO)
-    loggers = [logging.getLogger("frn_det.checkpoint"), logging.getLogger("fvcore")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    yield records
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def test_a_stock_checkpoint_fills_its_convs_and_reports_its_own_parameter_as_expected(
