@@ -41,10 +41,12 @@ from frn_det_tools.sweep import metrics_by_iteration, read_metrics
 __all__ = [
     "LayoutEffect",
     "chosen_learning_rates",
+    "cost_rows",
     "layout_effects",
     "lr_search_rows",
     "main",
     "mean_curves",
+    "schedule_rows",
     "write_report",
 ]
 
@@ -108,8 +110,9 @@ class LayoutEffect:
 
     @property
     def exceeds_spread(self) -> bool:
-        """Whether the difference is more than twice its standard error."""
-        return abs(self.difference) > 2 * self.standard_error
+        """Whether the difference is more than twice its standard error (never with one
+        seed at either end: no spread to compare with)."""
+        return math.isfinite(self.standard_error) and abs(self.difference) > 2 * self.standard_error
 
 
 def layout_effects(points: Sequence[Point], metric: str = "bbox/AP") -> list[LayoutEffect]:
@@ -124,7 +127,8 @@ def layout_effects(points: Sequence[Point], metric: str = "bbox/AP") -> list[Lay
             continue
         small, large = min(mine), max(mine)
         s, big = mine[small], mine[large]
-        error = math.sqrt(s["std"] ** 2 / s["n"] + big["std"] ** 2 / big["n"])
+        error = (math.sqrt(s["std"] ** 2 / s["n"] + big["std"] ** 2 / big["n"])
+                 if min(s["n"], big["n"]) > 1 else math.nan)  # fmt: skip
         effects.append(LayoutEffect(
             norm, metric, large, small, big["mean"], s["mean"], s["mean"] - big["mean"], error,
             (s["n"], big["n"]),
@@ -202,6 +206,25 @@ def plot_mean_curves(
     fig.savefig(path, dpi=110)
 
 
+def schedule_rows(
+    curves: Mapping[tuple[str, int], Sequence[tuple[int, float, float, int]]],
+    fractions: tuple[float, float] = (0.6, 0.8),
+) -> list[dict[str, Any]]:
+    """Per (norm, images per GPU) with at least 3 evaluations: the mean box AP at the
+    evaluations nearest ``fractions`` of the last one (``early``, ``late``) and at the last
+    (``end``), in norm then layout order."""
+    rows = []
+    for (norm, size), curve in sorted(curves.items(),
+                                      key=lambda kv: (norm_order(kv[0][0]), kv[0][1])):  # fmt: skip
+        if len(curve) < 3:
+            continue
+        end = curve[-1]
+        early, late = (min(curve, key=lambda c: abs(c[0] - f * end[0]))[1] for f in fractions)
+        rows.append({"norm": norm, "images_per_gpu": size, "early": early, "late": late,
+                     "end": end[1]})  # fmt: skip
+    return rows
+
+
 def _fmt(stats: Mapping[str, Any] | None) -> str:
     if stats is None:
         return "-"
@@ -214,9 +237,11 @@ def results_markdown(
     search: Sequence[Mapping[str, Any]],
     chosen: Mapping[str, float],
     curves: Mapping[tuple[str, int], Sequence[tuple[int, float, float, int]]],
+    costs: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """The page's tables: the search, AP per norm and layout (precise and, where run,
-    running BN statistics), the layout effect per norm, and the last gains of the curves."""
+    running BN statistics), the layout effect per norm, the gains along the curves and the
+    cost of a run per layout."""
     out = []
     if search:
         lrs = sorted({r["base_lr"] for r in search})
@@ -252,38 +277,64 @@ def results_markdown(
             continue
         table = [
             [e.norm, f"{e.large_mean:.1f}", f"{e.small_mean:.1f}",
-             f"{e.difference:+.1f} ± {e.standard_error:.1f}",
-             "yes" if e.exceeds_spread else "no"]
+             f"{e.difference:+.1f} ± {e.standard_error:.1f}"
+             if math.isfinite(e.standard_error) else f"{e.difference:+.1f} (one seed)",
+             "yes" if e.exceeds_spread else "no" if math.isfinite(e.standard_error) else "-"]
             for e in effects
         ]  # fmt: skip
         large, small = effects[0].large, effects[0].small
         headers = ["norm", f"{large}/GPU", f"{small}/GPU", "change ± s.e.", "> 2 s.e.?"]
         out += [f"### {label} from {large} to {small} images per GPU", "",
                 markdown_table(table, headers), ""]  # fmt: skip
-    if curves:
-        table = []
-        for (norm, size), curve in sorted(curves.items(), key=lambda kv: (norm_order(kv[0][0]),
-                                                                           kv[0][1])):  # fmt: skip
-            if len(curve) < 3:
-                continue
-            end = curve[-1]
-            half = min(curve, key=lambda c: abs(c[0] - end[0] / 2))
-            quarter = min(curve, key=lambda c: abs(c[0] - 3 * end[0] / 4))
-            table.append([norm, size, f"{half[1]:.1f}", f"{quarter[1]:.1f}", f"{end[1]:.1f}",
-                          f"{end[1] - quarter[1]:+.1f}"])  # fmt: skip
-        if table:
-            headers = ["norm", "images/GPU", "box AP at 1/2", "at 3/4", "at the end",
-                       "last quarter"]  # fmt: skip
-            out += ["### Box AP along the schedule (mean over seeds)", "",
-                    markdown_table(table, headers), ""]  # fmt: skip
+    rows = schedule_rows(curves)
+    if rows:
+        table = [[r["norm"], r["images_per_gpu"],
+                  *(f"{r[k]:.1f}" for k in ("early", "late", "end")),
+                  f"{r['late'] - r['early']:+.1f}", f"{r['end'] - r['late']:+.1f}"]
+                 for r in rows]  # fmt: skip
+        headers = ["norm", "images/GPU", "box AP at 3/5", "at 4/5", "at the end",
+                   "3/5 -> 4/5", "4/5 -> end"]  # fmt: skip
+        out += ["### Box AP along the schedule (mean over seeds)", "",
+                "4/5 of the schedule is the first LR step of these configs: the gain from 3/5 "
+                "is what the base LR still added before it, the gain after it what the steps "
+                "added.", "", markdown_table(table, headers), ""]  # fmt: skip
+    if costs:
+        table = [[c["gpus"], c["images_per_gpu"], c["runs"], f"{c['mean_minutes']:.1f}",
+                  f"{c['min_minutes']:.1f}-{c['max_minutes']:.1f}"] for c in costs]  # fmt: skip
+        total = sum(c["mean_minutes"] * c["runs"] for c in costs) / 60
+        runs = sum(c["runs"] for c in costs)
+        headers = ["processes", "images/process", "runs", "minutes a run (mean)", "range"]
+        out += ["### Cost of a run (wall time: training, evaluations, precise BN)", "",
+                markdown_table(table, headers), "",
+                f"The {runs} finished runs took {total:.1f} hours."]  # fmt: skip
     return "\n".join(out)
+
+
+def cost_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """Per layout (processes, images per process), from the finished runs' DONE.json
+    ``seconds``: runs, mean, min and max minutes, largest per-process batch first."""
+    minutes: dict[tuple[int, int], list[float]] = {}
+    for record in records:
+        seconds = record.state.done.get("seconds") if record.finished else None
+        if seconds is None or record.num_gpus is None:
+            continue
+        minutes.setdefault((record.num_gpus, record.key.ims_per_gpu), []).append(seconds / 60)
+    return [
+        {"gpus": gpus, "images_per_gpu": size, "runs": len(ms), "mean_minutes": sum(ms) / len(ms),
+         "min_minutes": min(ms), "max_minutes": max(ms)}
+        for (gpus, size), ms in sorted(minutes.items(), key=lambda kv: -kv[0][1])
+    ]  # fmt: skip
 
 
 def _point_rows(points: Sequence[Point]) -> list[dict[str, Any]]:
     rows = []
     for p in points:
-        row: dict[str, Any] = {"norm": p.norm, "images_per_gpu": p.ims_per_gpu,
-                               "runs": len(p.runs), "finished": sum(r.finished for r in p.runs)}
+        row: dict[str, Any] = {
+            "norm": p.norm,
+            "images_per_gpu": p.ims_per_gpu,
+            "runs": len(p.runs),
+            "finished": sum(r.finished for r in p.runs),
+        }
         for metric, label in (*METRICS, *RUNNING_METRICS):
             stats = p.stats(metric) or {}
             name = label.replace(" (running stats)", "_running").replace(" ", "_")
@@ -313,11 +364,12 @@ def write_report(
     search = lr_search_rows(lr_search) if lr_search is not None else []
     chosen = chosen_learning_rates(search)
     curves = mean_curves(records)
+    costs = cost_rows(records)
     names = ("summary.json", "summary.csv", "ap_vs_ims_per_gpu.png", "curves.png", "results.md")
     paths = {name: dest / name for name in names}
     rows = _point_rows(points)
     data = {"runs": [r.to_json() for r in records], "points": rows,
-            "lr_search": search, "chosen_base_lr": chosen}  # fmt: skip
+            "lr_search": search, "chosen_base_lr": chosen, "cost": costs}  # fmt: skip
     paths["summary.json"].write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
     with open(paths["summary.csv"], "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -325,7 +377,7 @@ def write_report(
         writer.writerows(rows)
     plot_ap_vs_ims_per_gpu(points, paths["ap_vs_ims_per_gpu.png"])
     plot_mean_curves(curves, paths["curves.png"])
-    paths["results.md"].write_text(results_markdown(points, search, chosen, curves) + "\n")
+    paths["results.md"].write_text(results_markdown(points, search, chosen, curves, costs) + "\n")
     return paths
 
 

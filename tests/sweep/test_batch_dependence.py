@@ -10,10 +10,12 @@ import pytest
 
 from frn_det_tools.batch_dependence import (
     chosen_learning_rates,
+    cost_rows,
     layout_effects,
     lr_search_rows,
     main,
     mean_curves,
+    schedule_rows,
 )
 from frn_det_tools.summarize import collect_runs, group_points
 
@@ -62,12 +64,46 @@ def test_the_layout_effect_is_compared_with_its_standard_error_over_seeds(fake_r
     assert not frn.exceeds_spread
 
 
+def test_one_seed_at_an_end_has_no_spread_to_exceed(fake_run, tmp_path):
+    _grid(fake_run, tmp_path, {("bn", 8): [30.0, 31.0], ("bn", 1): [5.0]})
+    (effect,) = layout_effects(group_points(collect_runs(tmp_path)))
+    assert effect.difference == pytest.approx(-25.5)
+    assert math.isnan(effect.standard_error)
+    assert not effect.exceeds_spread
+
+
 def test_curves_average_each_evaluation_over_the_seeds(fake_run, tmp_path):
     _grid(fake_run, tmp_path, {("gn", 2): [10.0, 14.0]})
     curve = mean_curves(collect_runs(tmp_path))[("gn", 2)]
     # The evaluation logged at iteration 199 is after 200 steps; the final one at 400.
     assert [(step, mean, n) for step, mean, _, n in curve] == [(200, 6.0, 2), (400, 12.0, 2)]
     assert curve[1][2] == pytest.approx(math.sqrt(8.0))
+
+
+def test_the_schedule_rows_read_ap_before_and_after_the_first_lr_step():
+    # 10 evaluations of a 1000-iteration run; 3/5 and 4/5 are the ones at 600 and 800.
+    curve = [(step, step / 20, 0.0, 3) for step in range(100, 1001, 100)]
+    short = [(500, 1.0, 0.0, 3), (1000, 2.0, 0.0, 3)]  # too few evaluations for a row
+    rows = schedule_rows({("bn", 1): curve, ("gn", 8): curve, ("frn", 8): short})
+    assert [(r["norm"], r["images_per_gpu"], r["early"], r["late"], r["end"]) for r in rows] == [
+        ("bn", 1, 30.0, 40.0, 50.0), ("gn", 8, 30.0, 40.0, 50.0)
+    ]  # fmt: skip
+
+
+def test_the_cost_of_a_run_is_averaged_per_layout_from_done_json(fake_run, tmp_path):
+    for ipg, gpus, seed, seconds in ((8, 1, 0, 300), (8, 1, 1, 420), (1, 8, 0, 960)):
+        folder = fake_run(tmp_path, "gn", ipg, seed, "done", box=1.0, num_gpus=gpus, stem=STEM)
+        done = json.loads((folder / "DONE.json").read_text())
+        (folder / "DONE.json").write_text(json.dumps({**done, "seconds": seconds}))
+    fake_run(tmp_path, "gn", 1, 1, "unfinished", iteration=100, num_gpus=8, stem=STEM)
+    rows = cost_rows(collect_runs(tmp_path))
+    assert [(r["gpus"], r["images_per_gpu"], r["runs"]) for r in rows] == [(1, 8, 2), (8, 1, 1)]
+    assert (rows[0]["mean_minutes"], rows[0]["min_minutes"], rows[0]["max_minutes"]) == (
+        pytest.approx(6.0),
+        pytest.approx(5.0),
+        pytest.approx(7.0),
+    )
+    assert rows[1]["mean_minutes"] == pytest.approx(16.0)
 
 
 def test_the_report_writes_its_files_and_refuses_an_empty_grid(fake_run, tmp_path, capsys):
