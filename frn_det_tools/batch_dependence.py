@@ -46,6 +46,7 @@ __all__ = [
     "lr_search_rows",
     "main",
     "mean_curves",
+    "probe_curves",
     "schedule_rows",
     "write_report",
 ]
@@ -55,6 +56,34 @@ __all__ = [
 RUNNING_METRICS = (("running_stats/bbox/AP", "box AP (running stats)"),
                    ("running_stats/segm/AP", "mask AP (running stats)"))  # fmt: skip
 _LR_DIR_RE = re.compile(r"^lr(?P<lr>[0-9.eE+-]+)$")
+
+
+def probe_curves(root: str | os.PathLike) -> dict[str, list[tuple[int, float, float | None]]]:
+    """The schedule probe: for each train_net output folder ``root``/<name>/ with a
+    metrics.json, [(iterations trained, box AP, mask AP)] at each evaluation, by name.
+
+    Raises:
+        FileNotFoundError: naming ``root`` when no folder under it has a metrics.json.
+    """
+    curves = {}
+    for metrics in sorted(Path(root).glob(f"*/{METRICS_FILE}")):
+        by_iteration = metrics_by_iteration(read_metrics(metrics)[0])
+        box = _eval_points(by_iteration, "bbox/AP")
+        mask = _eval_points(by_iteration, "segm/AP")
+        curves[metrics.parent.name] = [(i, box[i], mask.get(i)) for i in sorted(box)]
+    if not curves:
+        raise FileNotFoundError(f"no <run>/{METRICS_FILE} under {os.fspath(root)!r}")
+    return curves
+
+
+def probe_markdown(curves: Mapping[str, Sequence[tuple[int, float, float | None]]]) -> str:
+    """The probe's box AP per run (rows) at each evaluation (columns)."""
+    steps = sorted({c[0] for curve in curves.values() for c in curve})
+    table = []
+    for name, curve in curves.items():
+        at = {c[0]: c[1] for c in curve}
+        table.append([name, *(f"{at[i]:.1f}" if i in at else "-" for i in steps)])
+    return markdown_table(table, ["run", *(str(i) for i in steps)])
 
 
 def lr_search_rows(root: str | os.PathLike) -> list[dict[str, Any]]:
@@ -345,14 +374,20 @@ def _point_rows(points: Sequence[Point]) -> list[dict[str, Any]]:
 
 
 def write_report(
-    grid: str | os.PathLike, dest: str | os.PathLike, lr_search: str | os.PathLike | None = None
+    grid: str | os.PathLike,
+    dest: str | os.PathLike,
+    lr_search: str | os.PathLike | None = None,
+    schedule_probe: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
-    """Write summary.json (every run, the points, the search and its choice), summary.csv
-    (the points), ap_vs_ims_per_gpu.png, curves.png and results.md into ``dest``.
+    """Write summary.json (every run, the points, the search and its choice, the schedule
+    probe's curves), summary.csv (the points), ap_vs_ims_per_gpu.png, curves.png and
+    results.md into ``dest``.
 
     Raises:
-        FileNotFoundError: naming ``grid`` when it holds no run folders (nothing written).
+        FileNotFoundError: naming ``grid`` when it holds no run folders, or
+            ``schedule_probe`` when it holds no metrics (nothing written).
     """
+    probe = probe_curves(schedule_probe) if schedule_probe is not None else {}
     records = collect_runs(grid)
     if not records:
         raise FileNotFoundError(
@@ -369,7 +404,10 @@ def write_report(
     paths = {name: dest / name for name in names}
     rows = _point_rows(points)
     data = {"runs": [r.to_json() for r in records], "points": rows,
-            "lr_search": search, "chosen_base_lr": chosen, "cost": costs}  # fmt: skip
+            "lr_search": search, "chosen_base_lr": chosen, "cost": costs,
+            "schedule_probe": {
+                name: [{"iteration": i, "box_AP": b, "mask_AP": m} for i, b, m in curve]
+                for name, curve in probe.items()}}  # fmt: skip
     paths["summary.json"].write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
     with open(paths["summary.csv"], "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -377,7 +415,11 @@ def write_report(
         writer.writerows(rows)
     plot_ap_vs_ims_per_gpu(points, paths["ap_vs_ims_per_gpu.png"])
     plot_mean_curves(curves, paths["curves.png"])
-    paths["results.md"].write_text(results_markdown(points, search, chosen, curves, costs) + "\n")
+    text = results_markdown(points, search, chosen, curves, costs)
+    if probe:
+        text += ("\n\n### Schedule probe: box AP at a constant LR (after warm-up)\n\n"
+                 + probe_markdown(probe))  # fmt: skip
+    paths["results.md"].write_text(text + "\n")
     return paths
 
 
@@ -387,6 +429,9 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("grid", help="the fixed-batch sweep's --output folder")
     parser.add_argument("--lr-search", default=None,
                         help="folder holding the search's sweeps as lr<BASE_LR>/")  # fmt: skip
+    parser.add_argument("--schedule-probe", default=None,
+                        help="folder of train_net runs at a constant LR (one folder each), "
+                        "tabulated to show where the curves flatten")  # fmt: skip
     parser.add_argument("--dest", required=True, help="where to write the report")
     return parser
 
@@ -395,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Write the report; exit status 2 with one line when ``grid`` has no runs."""
     args = argument_parser().parse_args(argv)
     try:
-        paths = write_report(args.grid, args.dest, args.lr_search)
+        paths = write_report(args.grid, args.dest, args.lr_search, args.schedule_probe)
     except FileNotFoundError as error:
         print(f"batch_dependence: {error}")
         return 2

@@ -15,6 +15,7 @@ from frn_det_tools.batch_dependence import (
     lr_search_rows,
     main,
     mean_curves,
+    probe_curves,
     schedule_rows,
 )
 from frn_det_tools.summarize import collect_runs, group_points
@@ -125,3 +126,30 @@ def test_the_report_writes_its_files_and_refuses_an_empty_grid(fake_run, tmp_pat
     assert main([str(empty), "--dest", str(tmp_path / "none")]) == 2
     assert not (tmp_path / "none").exists()
     assert "no run folders" in capsys.readouterr().out
+
+
+def _probe_run(folder, evaluations):
+    folder.mkdir(parents=True)
+    with (folder / "metrics.json").open("w") as f:
+        for step, box in evaluations:  # a training line, then the evaluation after it
+            f.write(json.dumps({"iteration": step - 1, "total_loss": 1.0}) + "\n")
+            f.write(json.dumps({"iteration": step - 1, "bbox/AP": box, "segm/AP": box - 1}) + "\n")
+
+
+def test_the_schedule_probe_tabulates_each_runs_ap_at_its_evaluations(fake_run, tmp_path):
+    probe = tmp_path / "probe"
+    _probe_run(probe / "bn_cur", [(100, 5.0), (200, 20.0)])
+    _probe_run(probe / "gn_cur", [(100, 7.0)])
+    (probe / "empty").mkdir()  # no metrics: not a run
+    assert probe_curves(probe) == {"bn_cur": [(100, 5.0, 4.0), (200, 20.0, 19.0)],
+                                   "gn_cur": [(100, 7.0, 6.0)]}  # fmt: skip
+    grid = tmp_path / "grid"
+    _grid(fake_run, grid, {("bn", 8): [30.0]})
+    dest = tmp_path / "report"
+    assert main([str(grid), "--schedule-probe", str(probe), "--dest", str(dest)]) == 0
+    assert "| gn_cur | 7.0   | -     |" in (dest / "results.md").read_text()
+    saved = json.loads((dest / "summary.json").read_text())["schedule_probe"]
+    assert saved["bn_cur"][1] == {"iteration": 200, "box_AP": 20.0, "mask_AP": 19.0}
+    assert main([str(grid), "--schedule-probe", str(tmp_path / "nope"),
+                 "--dest", str(tmp_path / "none")]) == 2  # fmt: skip
+    assert not (tmp_path / "none").exists()
