@@ -96,14 +96,32 @@ def _cwd_relative(path: Path) -> str:
         return os.fspath(path.resolve())
 
 
-def _catalog_config(config: str | os.PathLike) -> str | None:
-    # A run's config as the catalog names it (configs/...): a packaged config, or the same
-    # file of a checkout's configs/ when the package is installed from elsewhere.
+def _catalog_config(
+    config: str | os.PathLike, trained_in: str | os.PathLike | None = None
+) -> str | None:
+    # A run's config as the catalog names it (configs/...): a packaged config, the same
+    # file of a checkout's configs/ when the package is installed from elsewhere, or one of
+    # the checkout the run trained in (``trained_in``, e.g. a worktree kept for an
+    # experiment), which must then be byte for byte the packaged one.
     path = Path(config).resolve()
-    for root in (configs_root(), (Path.cwd() / "configs").resolve()):
+    roots = [configs_root(), (Path.cwd() / "configs").resolve()]
+    if trained_in is not None:
+        roots.append((Path(trained_in) / "configs").resolve())
+    for root in roots:
         if path.is_relative_to(root):
             relative = path.relative_to(root).as_posix()
-            get_config_file(relative)
+            packaged = Path(get_config_file(relative))
+            elsewhere = root == roots[-1] and trained_in is not None
+            if (
+                elsewhere
+                and packaged.resolve() != path
+                and (not path.is_file() or path.read_bytes() != packaged.read_bytes())
+            ):
+                raise ModelZooError(
+                    f"config {os.fspath(path)!r} differs from the packaged "
+                    f"configs/{relative}; the catalog's config would not train that "
+                    "model (commit the run's config first)"
+                )
             return f"configs/{relative}"
     return None
 
@@ -165,13 +183,28 @@ def _run_opts(train_net_args: Sequence[str]) -> tuple[str, ...]:
     return tuple(kept)
 
 
-def entry_from_run(folder: str | os.PathLike, url_prefix: str | None = None) -> ZooEntry:
+def _without_option(opts: Sequence[str], key: str) -> tuple[str, ...]:
+    kept: list[str] = []
+    for k, v in zip(opts[::2], opts[1::2], strict=True):
+        if k != key:
+            kept += [k, v]
+    return tuple(kept)
+
+
+def entry_from_run(
+    folder: str | os.PathLike,
+    url_prefix: str | None = None,
+    trained_in: str | os.PathLike | None = None,
+) -> ZooEntry:
     """The catalog entry of one finished sweep run (a folder with DONE.json and
     model_final.pth, laid out ``OUT/<config stem>/<norm>/ipg<N>/seed<S>/``).
 
     Its URL is ``url_prefix + NAME.pth`` when the file is published there, else None (not
     published: the entry's ``reproduce`` command trains it again). Its config is named by
-    its path in the repository (``configs/...``), which the package ships.
+    its path in the repository (``configs/...``), which the package ships; a run trained in
+    another checkout (``trained_in``) is accepted where its config is the packaged one.
+    A fixed-batch run (``--total-batch``) is named ``<config stem>_fixed_batch<T>_<norm>
+    _ipg<N>_seed<S>``, so padding-aware norms and the two designs never share a name.
 
     Raises:
         ModelZooError: naming the folder and what it lacks, or the config that is not one
@@ -193,12 +226,15 @@ def entry_from_run(folder: str | os.PathLike, url_prefix: str | None = None) -> 
         done = json.loads(done_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise ModelZooError(f"cannot read {os.fspath(done_file)!r}: {error}") from error
-    config = _catalog_config(done["config"])
+    config = _catalog_config(done["config"], trained_in)
     if config is None:
+        where = f"{configs_root()} or ./configs"
+        if trained_in is not None:
+            where += f" or {os.fspath(Path(trained_in) / 'configs')}"
         raise ModelZooError(
             f"run {os.fspath(folder)!r} trained config {done['config']!r}, which is not one "
-            f"of frn-det's configs (under {configs_root()} or ./configs); the catalog lists "
-            "the configs the package ships"
+            f"of frn-det's configs (under {where}); the catalog lists the configs the "
+            "package ships (--trained-in CHECKOUT names the checkout a sweep ran in)"
         )
     try:
         run_cfg = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8")) or {}
@@ -207,25 +243,41 @@ def entry_from_run(folder: str | os.PathLike, url_prefix: str | None = None) -> 
     datasets = run_cfg.get("DATASETS", {})
     data = " -> ".join(", ".join(datasets.get(k) or ["?"]) for k in ("TRAIN", "TEST"))
     device = run_cfg.get("MODEL", {}).get("DEVICE", "device not recorded")
-    name = f"{Path(config).stem}_ipg{done['ims_per_gpu']}_seed{done['seed']}"
-    opts = _run_opts(done["train_net_args"])
+    from frn_det_tools.sweep import PADDING_AWARE_SUFFIX
+
+    norm, stem = done["norm"], done["config_stem"]
+    opts = _run_opts(done["train_net_args"])  # what builds the model: kept in the entry
+    sweep_opts, config_norm = opts, norm  # what the sweep's command needs on top of its own
+    if done.get("padding_aware"):
+        # The sweep runs NAME_pa as NAME's config with this option, and adds it itself.
+        config_norm = norm.removesuffix(PADDING_AWARE_SUFFIX)
+        sweep_opts = _without_option(sweep_opts, "MODEL.PADDING_AWARE_NORM")
+    if done.get("design") == "fixed_batch":
+        total = int(done["schedule"]["ims_per_batch"])
+        name = f"{stem}_{norm}_ipg{done['ims_per_gpu']}_seed{done['seed']}"
+        stem = stem.removesuffix(f"_fixed_batch{total}")
+        split = ["--total-batch", str(total)]
+        # The sweep sets this for the design.
+        sweep_opts = _without_option(sweep_opts, "DATALOADER.ASPECT_RATIO_GROUPING")
+    else:
+        name = f"{Path(config).stem}_ipg{done['ims_per_gpu']}_seed{done['seed']}"
+        split = ["--num-gpus", str(done["num_gpus"])]
     sweep_root = sweep_output(folder)
     command = [
         "python",
         "tools/sweep.py",
         "--configs",
-        _template(config, done["norm"], done["config_stem"]),
+        _template(config, config_norm, stem),
         "--norms",
-        done["norm"],
+        norm,
         "--ims-per-gpu",
         str(done["ims_per_gpu"]),
-        "--num-gpus",
-        str(done["num_gpus"]),
+        *split,
         "--seed",
         str(done["seed"]),
         "--output",
         _cwd_relative(sweep_root),
-        *opts,
+        *sweep_opts,
     ]
     return ZooEntry(
         name=name,
@@ -245,7 +297,9 @@ def entry_from_run(folder: str | os.PathLike, url_prefix: str | None = None) -> 
 
 
 def entries_from_sweeps(
-    outputs: Sequence[str | os.PathLike], url_prefix: str | None = None
+    outputs: Sequence[str | os.PathLike],
+    url_prefix: str | None = None,
+    trained_in: str | os.PathLike | None = None,
 ) -> tuple[list[ZooEntry], list[str]]:
     """The catalog entries of every finished run under ``outputs`` (sweep roots or run
     folders), and a note for each run skipped because it has not finished.
@@ -264,7 +318,7 @@ def entries_from_sweeps(
             if not (folder / DONE_FILE).is_file():
                 skipped.append(f"{os.fspath(folder)}: not finished (no {DONE_FILE}), skipped")
                 continue
-            entry = entry_from_run(folder, url_prefix)
+            entry = entry_from_run(folder, url_prefix, trained_in)
             if entry.name in entries:
                 raise ModelZooError(
                     f"runs {os.fspath(entries[entry.name][1])!r} and {os.fspath(folder)!r} "
@@ -380,9 +434,14 @@ def render_markdown(catalog: Mapping[str, ZooEntry]) -> str:
     ours = [e for e in catalog.values() if e.source == SOURCE_FRN_DET]
     d2_rows = [
         [
-            e.name, f"[{e.config}]({e.config})", f"{e.detectron2_config}",
-            format_ap(e.box_ap), format_ap(e.mask_ap), f"{e.ims_per_gpu} x {e.num_gpus}",
-            _checkpoint_cell(e), e.sha256 or "not recorded",
+            e.name,
+            f"[{e.config}]({e.config})",
+            f"{e.detectron2_config}",
+            format_ap(e.box_ap),
+            format_ap(e.mask_ap),
+            f"{e.ims_per_gpu} x {e.num_gpus}",
+            _checkpoint_cell(e),
+            e.sha256 or "not recorded",
         ]  # fmt: skip
         for e in d2
     ]
@@ -443,6 +502,12 @@ def argument_parser() -> argparse.ArgumentParser:
         help="where the checkpoints are published; the URL of each is URL/NAME.pth",
     )
     rows.add_argument(
+        "--trained-in",
+        metavar="CHECKOUT",
+        help="the checkout the sweeps ran in, when not this one (e.g. a worktree kept for "
+        "an experiment): its configs must be the packaged ones",
+    )
+    rows.add_argument(
         "--write",
         action="store_true",
         help="also add them to the catalog (replacing entries of the same name) and "
@@ -494,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     catalog = _load(parser, args.catalog) if args.write else None
     try:
-        entries, skipped = entries_from_sweeps(args.outputs, args.url_prefix)
+        entries, skipped = entries_from_sweeps(args.outputs, args.url_prefix, args.trained_in)
     except ModelZooError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     for note in skipped:

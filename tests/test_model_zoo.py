@@ -170,9 +170,10 @@ def test_a_packaged_config_is_found_by_its_path_under_configs_and_merged_with_fr
     cfg = model_zoo.get_config("Shapes/mask_rcnn_R_18_FPN_frn.yaml")
 
     assert cfg.MODEL.RESNETS.NORM == "FRN" and "FRN" in cfg.MODEL
-    assert model_zoo.get_config_file("configs/Base-Shapes.yaml") == (
-        REPO / "configs" / "Base-Shapes.yaml"
-    ).resolve()
+    assert (
+        model_zoo.get_config_file("configs/Base-Shapes.yaml")
+        == (REPO / "configs" / "Base-Shapes.yaml").resolve()
+    )
     lazy = model_zoo.get_config("new_baselines/mask_rcnn_R_50_FPN_100ep_LSJ_frn.py")
     assert "model" in lazy and "train" in lazy
 
@@ -208,9 +209,7 @@ def test_the_catalog_file_is_in_its_canonical_form_and_is_what_the_package_reads
         ({"config": "Shapes/x.yaml"}, "config must be a path configs/"),
     ],
 )
-def test_a_bad_catalog_entry_is_refused_naming_the_file_entry_and_field(
-    tmp_path, change, expected
-):
+def test_a_bad_catalog_entry_is_refused_naming_the_file_entry_and_field(tmp_path, change, expected):
     (entry, *_) = json.loads(CATALOG_FILE.read_text(encoding="utf-8"))
     path = tmp_path / "catalog.json"
     path.write_text(json.dumps([{**entry, **change}]))
@@ -347,6 +346,75 @@ def test_an_entry_from_a_sweep_records_the_command_that_trains_it_again(sweep):
     assert entry.opts == ("MODEL.FRN.IMPL", "autograd")
     # Without --url-prefix the file is not published: no URL, rather than its local path.
     assert entry.url is None
+
+
+BD_GN = "configs/Shapes/batch_dependence/mask_rcnn_R_18_FPN_gn.yaml"
+
+
+def _fixed_batch_run(out: Path, checkout: Path, norm: str, ipg: int) -> Path:
+    """A finished fixed-batch run (total batch 8) of the batch-dependence gn leaf, as a sweep
+    in ``checkout`` (a copy of the repository's configs) leaves it."""
+    stem = "mask_rcnn_R_18_FPN_fixed_batch8"
+    run = out / stem / norm / f"ipg{ipg}" / "seed1"
+    run.mkdir(parents=True)
+    (run / "model_final.pth").write_bytes(b"\x80weights")
+    (run / "config.yaml").write_text("MODEL:\n  DEVICE: cpu\n")
+    config = checkout / BD_GN
+    args = ["--config-file", str(config), "--num-gpus", str(8 // ipg), "--ims-per-gpu", str(ipg)]
+    if norm.endswith("_pa"):
+        args += ["MODEL.PADDING_AWARE_NORM", "True"]
+    args += ["DATALOADER.ASPECT_RATIO_GROUPING", "False", "SEED", "1", "OUTPUT_DIR", str(run)]
+    done = {
+        "config": str(config), "config_stem": stem, "design": "fixed_batch", "norm": norm,
+        "padding_aware": norm.endswith("_pa"), "ims_per_gpu": ipg, "num_gpus": 8 // ipg,
+        "seed": 1, "train_net_args": args, "max_iter": 1250, "results": {"bbox/AP": 60.0},
+        "schedule": {"ims_per_batch": 8, "base_lr": 0.04, "max_iter": 1250},
+    }  # fmt: skip
+    (run / "DONE.json").write_text(json.dumps(done))
+    return run
+
+
+def _checkout(tmp_path: Path) -> Path:
+    checkout = tmp_path / "worktree"
+    shutil.copytree(REPO / "configs", checkout / "configs")
+    return checkout
+
+
+def test_fixed_batch_runs_of_another_checkout_are_named_by_design_and_norm(tmp_path):
+    checkout = _checkout(tmp_path)
+    out = tmp_path / "grid"
+    _fixed_batch_run(out, checkout, "gn", 2)
+    _fixed_batch_run(out, checkout, "gn_pa", 2)
+    with pytest.raises(ModelZooError, match="--trained-in"):
+        zoo_tools.entries_from_sweeps([out])
+    entries, _ = zoo_tools.entries_from_sweeps([out], trained_in=checkout)
+    by_name = {e.name: e for e in entries}
+    assert sorted(by_name) == [
+        "mask_rcnn_R_18_FPN_fixed_batch8_gn_ipg2_seed1",
+        "mask_rcnn_R_18_FPN_fixed_batch8_gn_pa_ipg2_seed1",
+    ]
+    pa = by_name["mask_rcnn_R_18_FPN_fixed_batch8_gn_pa_ipg2_seed1"]
+    assert pa.config == BD_GN and (pa.ims_per_gpu, pa.num_gpus) == (2, 4)
+    # The entry keeps what builds the model; the command leaves to the sweep what it adds.
+    assert pa.opts[:2] == ("MODEL.PADDING_AWARE_NORM", "True")
+    command = shlex.split(pa.reproduce)
+    options = dict(zip(command[2:14:2], command[3:14:2], strict=True))
+    assert options == {
+        "--configs": "configs/Shapes/batch_dependence/mask_rcnn_R_18_FPN_{norm}.yaml",
+        "--norms": "gn_pa", "--ims-per-gpu": "2", "--total-batch": "8", "--seed": "1",
+        "--output": str(out.resolve()),
+    }  # fmt: skip
+    assert command[14:] == []
+
+
+def test_a_run_whose_config_differs_from_the_packaged_one_is_refused(tmp_path):
+    checkout = _checkout(tmp_path)
+    out = tmp_path / "grid"
+    _fixed_batch_run(out, checkout, "gn", 8)
+    leaf = checkout / BD_GN
+    leaf.write_text(leaf.read_text() + "SOLVER:\n  BASE_LR: 0.5\n")
+    with pytest.raises(ModelZooError, match=r"differs from the packaged configs/Shapes/batch"):
+        zoo_tools.entries_from_sweeps([out], trained_in=checkout)
 
 
 NEW_RUN = "mask_rcnn_R_18_FPN_frn_ipg2_seed0"
