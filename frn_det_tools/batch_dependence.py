@@ -5,9 +5,10 @@ The grid (``tools/sweep.py --total-batch T``) trains every norm at every layout 
 processes of N images) with one total batch, schedule and set of step images, so a norm's
 AP moving with N is its dependence on the per-GPU batch. What this module adds to
 ``summarize``: the search's table and choice (the highest final box AP of each norm at its
-one layout), AP at each evaluation averaged over seeds (do the curves flatten?), and per
-norm the change of AP from the largest to the smallest per-GPU batch against its standard
-error over seeds.
+one layout), AP at each evaluation averaged over seeds (do the curves flatten?), per norm
+the change of AP from the largest to the smallest per-GPU batch against its standard
+error over seeds, the cost of a run per layout, and the schedule probe's constant-LR
+curves that chose the schedule's length.
 """
 
 from __future__ import annotations
