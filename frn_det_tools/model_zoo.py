@@ -175,19 +175,15 @@ def _run_opts(train_net_args: Sequence[str]) -> tuple[str, ...]:
     from frn_det.engine import argument_parser
 
     opts = list(argument_parser().parse_args(list(train_net_args)).opts or [])
+    # The sweep sets these per run from its own arguments.
+    return _without_options(opts, "SEED", "OUTPUT_DIR", "SOLVER.IMS_PER_GPU")
+
+
+def _without_options(opts: Sequence[str], *keys: str) -> tuple[str, ...]:
     kept: list[str] = []
     for key, value in zip(opts[::2], opts[1::2], strict=True):
-        # The sweep sets these per run from its own arguments.
-        if key not in ("SEED", "OUTPUT_DIR", "SOLVER.IMS_PER_GPU"):
+        if key not in keys:
             kept += [key, value]
-    return tuple(kept)
-
-
-def _without_option(opts: Sequence[str], key: str) -> tuple[str, ...]:
-    kept: list[str] = []
-    for k, v in zip(opts[::2], opts[1::2], strict=True):
-        if k != key:
-            kept += [k, v]
     return tuple(kept)
 
 
@@ -251,14 +247,14 @@ def entry_from_run(
     if done.get("padding_aware"):
         # The sweep runs NAME_pa as NAME's config with this option, and adds it itself.
         config_norm = norm.removesuffix(PADDING_AWARE_SUFFIX)
-        sweep_opts = _without_option(sweep_opts, "MODEL.PADDING_AWARE_NORM")
+        sweep_opts = _without_options(sweep_opts, "MODEL.PADDING_AWARE_NORM")
     if done.get("design") == "fixed_batch":
         total = int(done["schedule"]["ims_per_batch"])
         name = f"{stem}_{norm}_ipg{done['ims_per_gpu']}_seed{done['seed']}"
         stem = stem.removesuffix(f"_fixed_batch{total}")
         split = ["--total-batch", str(total)]
         # The sweep sets this for the design.
-        sweep_opts = _without_option(sweep_opts, "DATALOADER.ASPECT_RATIO_GROUPING")
+        sweep_opts = _without_options(sweep_opts, "DATALOADER.ASPECT_RATIO_GROUPING")
     else:
         name = f"{Path(config).stem}_ipg{done['ims_per_gpu']}_seed{done['seed']}"
         split = ["--num-gpus", str(done["num_gpus"])]
