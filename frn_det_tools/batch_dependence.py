@@ -45,6 +45,7 @@ __all__ = [
     "cost_rows",
     "layout_effects",
     "lr_search_rows",
+    "unfinished_search_runs",
     "main",
     "mean_curves",
     "probe_curves",
@@ -87,27 +88,46 @@ def probe_markdown(curves: Mapping[str, Sequence[tuple[int, float, float | None]
     return markdown_table(table, ["run", *(str(i) for i in steps)])
 
 
-def lr_search_rows(root: str | os.PathLike) -> list[dict[str, Any]]:
-    """One row per finished run under ``root``/lr<LR>/ (each a sweep's --output): norm,
-    images per GPU, seed, base_lr, box_AP, mask_AP, in norm then LR order."""
-    rows = []
+def _search_records(root: str | os.PathLike) -> list[tuple[float, RunRecord]]:
+    found = []
     for folder in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
         match = _LR_DIR_RE.match(folder.name)
-        if not match or not folder.is_dir():
+        if match and folder.is_dir():
+            found += [(float(match["lr"]), record) for record in collect_runs(folder)]
+    return found
+
+
+def lr_search_rows(root: str | os.PathLike) -> list[dict[str, Any]]:
+    """One row per finished or diverged run under ``root``/lr<LR>/ (each a sweep's
+    --output): norm, images per GPU, seed, base_lr, box_AP, mask_AP (None for a diverged
+    run), diverged, in norm then LR order. A diverged run is a result of the search (that LR
+    is too high for that norm); a run still to train or failed otherwise is left out
+    (``unfinished_search_runs`` names them)."""
+    rows = []
+    for lr, record in _search_records(root):
+        if not (record.finished or record.state.diverged):
             continue
-        for record in collect_runs(folder):
-            if not record.finished:
-                continue
-            results = record.state.results
-            rows.append({
-                "norm": record.key.norm,
-                "images_per_gpu": record.key.ims_per_gpu,
-                "seed": record.key.seed,
-                "base_lr": float(match["lr"]),
-                "box_AP": metric_value(results, "bbox/AP"),
-                "mask_AP": metric_value(results, "segm/AP"),
-            })  # fmt: skip
+        results = record.state.results if record.finished else {}
+        rows.append({
+            "norm": record.key.norm,
+            "images_per_gpu": record.key.ims_per_gpu,
+            "seed": record.key.seed,
+            "base_lr": lr,
+            "box_AP": metric_value(results, "bbox/AP"),
+            "mask_AP": metric_value(results, "segm/AP"),
+            "diverged": not record.finished,
+        })  # fmt: skip
     return sorted(rows, key=lambda r: (norm_order(r["norm"]), r["base_lr"]))
+
+
+def unfinished_search_runs(root: str | os.PathLike) -> list[str]:
+    """The runs under ``root``/lr<LR>/ that neither finished nor diverged, each as
+    "<folder>: <what it says>" (a search with any cannot choose yet)."""
+    return [
+        f"{os.fspath(record.folder)}: {record.describe()}"
+        for _, record in _search_records(root)
+        if not (record.finished or record.state.diverged)
+    ]
 
 
 def chosen_learning_rates(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -262,6 +282,18 @@ def _fmt(stats: Mapping[str, Any] | None) -> str:
     return f"{stats['mean']:.1f}{spread} (n={stats['n']})"
 
 
+def _cell(point: Point | None, metric: str) -> str:
+    """A point's cell: mean ± std (n), and how many of its runs diverged, if any."""
+    if point is None:
+        return "-"
+    text = _fmt(point.stats(metric))
+    diverged = sum(r.state.diverged for r in point.runs)
+    if not diverged:
+        return text
+    note = f"{diverged} of {len(point.runs)} diverged"
+    return note if text == "-" else f"{text}; {note}"
+
+
 def results_markdown(
     points: Sequence[Point],
     search: Sequence[Mapping[str, Any]],
@@ -280,8 +312,11 @@ def results_markdown(
             row = [norm]
             for lr in lrs:
                 hit = [r for r in search if r["norm"] == norm and r["base_lr"] == lr]
-                row.append(f"{hit[0]['box_AP']:.1f}" if hit and hit[0]["box_AP"] is not None
-                           else "-")  # fmt: skip
+                if hit and hit[0].get("diverged"):
+                    row.append("diverged")
+                else:
+                    row.append(f"{hit[0]['box_AP']:.1f}" if hit and hit[0]["box_AP"] is not None
+                               else "-")  # fmt: skip
             row.append(f"{chosen[norm]:g}" if norm in chosen else "-")
             table.append(row)
         headers = ["norm", *(f"box AP at {lr:g}" for lr in lrs), "chosen BASE_LR"]
@@ -291,8 +326,8 @@ def results_markdown(
         table = []
         for norm in sorted({p.norm for p in points}, key=norm_order):
             row = [norm] + [
-                _fmt(next((p.stats(metric) for p in points
-                           if p.norm == norm and p.ims_per_gpu == n), None))
+                _cell(next((p for p in points if p.norm == norm and p.ims_per_gpu == n), None),
+                      metric)
                 for n in sizes
             ]  # fmt: skip
             if any(cell != "-" for cell in row[1:]):
@@ -364,6 +399,7 @@ def _point_rows(points: Sequence[Point]) -> list[dict[str, Any]]:
             "images_per_gpu": p.ims_per_gpu,
             "runs": len(p.runs),
             "finished": sum(r.finished for r in p.runs),
+            "diverged": sum(r.state.diverged for r in p.runs),
         }
         for metric, label in (*METRICS, *RUNNING_METRICS):
             stats = p.stats(metric) or {}

@@ -10,7 +10,9 @@ norm's choice into its config leaf.
 
 ROOT holds one sweep per LR as lr<BASE_LR>/ (``frn_det_tools.batch_dependence``'s
 ``lr_search_rows`` reads it; the choice is ``chosen_learning_rates``: the highest final box
-AP, a tie to the smaller LR).
+AP, a tie to the smaller LR). A run that diverged is a result (its LR is too high for that
+norm; it also makes that LR a searched one, so a choice just below it is not an edge); a
+run still to train, or one that failed otherwise, stops both steps with exit status 2.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from frn_det.file_io import atomic_write_text
-from frn_det_tools.batch_dependence import chosen_learning_rates, lr_search_rows
+from frn_det_tools.batch_dependence import (
+    chosen_learning_rates,
+    lr_search_rows,
+    unfinished_search_runs,
+)
 
 __all__ = ["edge_extensions", "main", "write_leaf_learning_rates"]
 
@@ -99,7 +105,8 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one step; exit status 2 with one line on bad input (nothing written)."""
+    """Run one step; exit status 2 with one line on bad input or an unfinished search
+    (nothing written)."""
     parser = argument_parser()
     args = parser.parse_args(argv)
     same_as = {}
@@ -108,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sep or not alias or not norm:
             parser.error(f"--same-as {item!r}: expected ALIAS=NORM, e.g. syncbn=bn")
         same_as[alias] = norm
+    unfinished = unfinished_search_runs(args.root)
+    if unfinished:
+        print(f"lr_search: the search under {args.root!r} is not finished (train these "
+              f"again with their sweep): {'; '.join(unfinished)}")  # fmt: skip
+        return 2
     rows = lr_search_rows(args.root)
     if not rows:
         print(f"lr_search: no finished runs under {args.root!r} (lr<BASE_LR>/<sweep>)")

@@ -116,6 +116,7 @@ class RunRecord:
             "num_gpus": self.num_gpus,
             "folder": os.fspath(self.folder),
             "status": "done" if self.finished else self.state.status,
+            "diverged": self.state.diverged,
             "description": self.describe(),
             "iteration": self.state.iteration,
             "max_iter": self.state.max_iter,

@@ -20,7 +20,10 @@ Each run has its own folder, ``OUTPUT/<config stem>/<norm>/ipg<N>/seed<S>/``
 - ``RUN.json``: the plan (train_net arguments, schedule), written when the sweep starts;
 - ``DONE.json``: written atomically once the run has exited cleanly with a final model,
   holding its final evaluation; a run with it is skipped by later sweeps;
-- ``FAILED.json``: the exit status of a run that crashed; the next sweep retries it;
+- ``FAILED.json``: the exit status of a run that crashed; the next sweep retries it,
+  unless its log says it diverged (a non-finite loss): a diverged run is a result of its
+  settings and is kept (``--retry-diverged`` trains it again). The sweep exits 1 when some
+  run failed, 3 (``EXIT_DIVERGED_RUNS``) when the only runs that did not finish diverged;
 - ``train_net.log``: what train_net printed.
 
 A run with a checkpoint but no DONE.json is resumed (``--resume``) from that checkpoint.
@@ -57,7 +60,7 @@ from frn_det.config import add_frn_config
 from frn_det.engine import argument_parser as train_net_argument_parser
 from frn_det.engine import build_config, check_ims_per_gpu
 from frn_det.engine.batch import RESCALED_KEYS
-from frn_det.engine.trainer import strict_json_value
+from frn_det.engine.trainer import DIVERGED_LINE, strict_json_value
 from frn_det.engine.validation import InputError, check_config_options
 from frn_det.file_io import atomic_write_json
 from frn_det_tools.run_folders import (
@@ -75,11 +78,14 @@ from frn_det_tools.run_folders import (
 )
 
 __all__ = [
+    "EXIT_DIVERGED_RUNS",
+    "EXIT_FAILED_RUNS",
     "Run",
     "RunState",
     "Schedule",
     "SweepError",
     "config_stem",
+    "diverged_at",
     "dry_run_table",
     "expand_grid",
     "final_results",
@@ -93,6 +99,11 @@ __all__ = [
     "subprocess_runner",
 ]
 
+
+EXIT_FAILED_RUNS = 1
+"""Exit status of a sweep in which some run failed (other than by diverging)."""
+EXIT_DIVERGED_RUNS = 3
+"""Exit status of a sweep whose only unfinished runs diverged (kept as results)."""
 
 NORM_PLACEHOLDER = "{norm}"
 # A norm name ending in this runs its config with MODEL.PADDING_AWARE_NORM True: frn_pa
@@ -171,6 +182,8 @@ class RunState:
 
     ``status`` is "done" (DONE.json), "failed" (FAILED.json, not retried yet),
     "unfinished" (trained some iterations, or has a checkpoint) or "new" (nothing yet).
+    ``diverged_at`` is, for a failed run whose train_net.log says it stopped on a
+    non-finite loss (``DIVERGED_LINE``), the iteration it diverged at; None otherwise.
     ``iteration`` counts the iterations metrics.json has recorded, ``checkpoint_iter`` those
     the last checkpoint holds (None without one), ``max_iter`` comes from RUN.json or
     DONE.json (None if neither). ``results`` holds the final evaluation (flat detectron2
@@ -188,6 +201,12 @@ class RunState:
     failed: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)
     skipped_lines: int = 0
+    diverged_at: int | None = None
+
+    @property
+    def diverged(self) -> bool:
+        """Whether the run failed by diverging (a result, not a crash)."""
+        return self.diverged_at is not None
 
     def describe(self) -> str:
         """A short human description: "done", "unfinished (iter 120/400)", "failed (...)"."""
@@ -195,6 +214,8 @@ class RunState:
         progress = f"iter {self.iteration}/{total}"
         if self.status == "done":
             return "done"
+        if self.diverged:
+            return f"diverged at iter {self.diverged_at} ({progress})"
         if self.status == "failed":
             return f"failed (exit {self.failed.get('returncode', '?')}, {progress})"
         if self.status == "new":
@@ -524,6 +545,19 @@ def _config_max_iter(folder: Path) -> int | None:
         return None
 
 
+def diverged_at(log: str | os.PathLike, tail_bytes: int = 1 << 16) -> int | None:
+    """The iteration a run's log (train_net.log) says training diverged at: the last
+    ``DIVERGED_LINE`` in its last ``tail_bytes``; None without one or without the log."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(os.fstat(f.fileno()).st_size - tail_bytes, 0))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    found = DIVERGED_LINE.findall(text)
+    return int(found[-1]) if found else None
+
+
 def read_state(folder: str | os.PathLike) -> RunState:
     """What ``folder`` (one run's output folder) says about its run; see ``RunState``."""
     folder = Path(folder)
@@ -563,6 +597,7 @@ def read_state(folder: str | os.PathLike) -> RunState:
         failed=failed,
         plan=plan,
         skipped_lines=skipped,
+        diverged_at=diverged_at(folder / LOG_FILE) if failed and not done else None,
     )
 
 
@@ -639,9 +674,11 @@ def _duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-def _action(state: RunState, schedule: Schedule) -> str:
+def _action(state: RunState, schedule: Schedule, retry_diverged: bool = False) -> str:
     if state.status == "done":
         return "skip (done)"
+    if state.diverged and not retry_diverged:
+        return f"keep (diverged at iter {state.diverged_at})"
     if state.checkpoint_iter:
         start = f"resume from iter {state.checkpoint_iter}/{schedule.max_iter}"
         return f"{start} (after exit {state.failed['returncode']})" if state.failed else start
@@ -650,10 +687,13 @@ def _action(state: RunState, schedule: Schedule) -> str:
     return "start"
 
 
-def dry_run_table(runs: Sequence[Run], output: str | os.PathLike) -> str:
+def dry_run_table(
+    runs: Sequence[Run], output: str | os.PathLike, retry_diverged: bool = False
+) -> str:
     """The runs of a grid as a table: folder, processes, IMS_PER_BATCH, BASE_LR, MAX_ITER,
-    images processed (iterations x batch), estimated time left and what a sweep would do,
-    with totals. Times are estimated from finished runs' DONE.json under ``output``.
+    images processed (iterations x batch), estimated time left and what a sweep would do
+    (``run_sweep`` with ``retry_diverged``), with totals. Times are estimated from finished
+    runs' DONE.json under ``output``.
 
     Raises:
         SweepError: when a run folder holds a run started with other arguments.
@@ -665,14 +705,17 @@ def dry_run_table(runs: Sequence[Run], output: str | os.PathLike) -> str:
     total_images = 0
     total_seconds = 0.0
     unknown = 0
-    counts = {"skip": 0, "resume": 0, "start": 0, "restart": 0}
+    counts = {"skip": 0, "keep": 0, "resume": 0, "start": 0, "restart": 0}
     for run in runs:
         schedule = plan_schedule(run)
         state = read_state(run.output_dir)
-        action = _action(state, schedule)
+        action = _action(state, schedule, retry_diverged)
         counts[action.split()[0]] += 1
+        kept = action.startswith("keep")
         left_iters = (
-            0 if state.status == "done" else schedule.max_iter - (state.checkpoint_iter or 0)
+            0
+            if state.status == "done" or kept
+            else schedule.max_iter - (state.checkpoint_iter or 0)
         )
         left = _estimate(run, max(left_iters, 0) * schedule.ims_per_batch, rates)
         if left is None and left_iters > 0:
@@ -709,7 +752,8 @@ def dry_run_table(runs: Sequence[Run], output: str | os.PathLike) -> str:
         if unknown:
             estimate += f" + {unknown} run(s) without a timing to estimate from"
     summary = (
-        f"{len(runs)} runs: {counts['skip']} done, {counts['resume']} to resume, "
+        f"{len(runs)} runs: {counts['skip']} done, {counts['keep']} diverged (kept), "
+        f"{counts['resume']} to resume, "
         f"{counts['restart']} to restart, {counts['start']} to start; "
         f"{total_images:,} images in all (iterations x IMS_PER_BATCH); est. time left: {estimate}"
     )
@@ -894,12 +938,16 @@ def run_sweep(
     echo: Callable[[str], None] = print,
     progress_seconds: float = 30.0,
     poll_seconds: float = 2.0,
+    retry_diverged: bool = False,
 ) -> dict[str, list[Path]]:
     """Train every run of ``runs`` that has not finished, one after the other.
 
     A run with DONE.json is skipped; one with a checkpoint is resumed (``--resume``); one
     that trained to the end without DONE.json (killed during the final bookkeeping) only
-    gets its DONE.json. A run that fails gets FAILED.json and the sweep goes on.
+    gets its DONE.json. A run that fails gets FAILED.json and the sweep goes on. A failed
+    run is trained again by the next sweep, except one that diverged (its log says so,
+    ``RunState.diverged``): that is a result of its settings, kept as it is unless
+    ``retry_diverged``.
 
     While a run trains, its metrics.json is followed and a line with the iteration, the
     total loss, seconds per iteration and the ETA of the run and of the whole sweep is
@@ -918,7 +966,8 @@ def run_sweep(
         progress_seconds: the least time between two progress lines of a run.
         poll_seconds: how often metrics.json is read while a run trains.
     Returns:
-        The run folders by outcome: "done" (trained now), "skipped", "failed".
+        The run folders by outcome: "done" (trained now), "skipped" (done before),
+        "diverged" (now or before, kept), "failed" (any other failure).
     Raises:
         SweepError: when a run folder holds a run started with other arguments.
     """
@@ -935,18 +984,23 @@ def run_sweep(
     # Images each run has left to train, for the sweep's ETA.
     left = [
         0
-        if state.status == "done"
+        if state.status == "done" or (state.diverged and not retry_diverged)
         else max(sched.max_iter - (state.checkpoint_iter or 0), 0) * sched.ims_per_batch
         for state, sched in zip(states, schedules, strict=True)
     ]
 
-    outcome: dict[str, list[Path]] = {"done": [], "skipped": [], "failed": []}
+    outcome: dict[str, list[Path]] = {"done": [], "skipped": [], "diverged": [], "failed": []}
     for index, (run, schedule) in enumerate(zip(runs, schedules, strict=True), start=1):
         state = read_state(run.output_dir)
         where = f"[{index}/{len(runs)}] {run.output_dir}"
         if state.status == "done":
             echo(f"{where}: done, skipped")
             outcome["skipped"].append(run.output_dir)
+            continue
+        if state.diverged and not retry_diverged:
+            echo(f"{where}: diverged at iteration {state.diverged_at} before, kept "
+                 "(--retry-diverged trains it again)")  # fmt: skip
+            outcome["diverged"].append(run.output_dir)
             continue
         if state.final_model and state.results:
             echo(f"{where}: trained and evaluated; recording {DONE_FILE}")
@@ -956,7 +1010,8 @@ def run_sweep(
         resume = state.checkpoint_iter is not None
         start_iter = state.checkpoint_iter or 0
         command = [python, *train_net, *run.train_net_args(resume=resume)]
-        echo(f"{where}: {_action(state, schedule)}; log: {run.output_dir / LOG_FILE}")
+        echo(f"{where}: {_action(state, schedule, retry_diverged)}; log: "
+             f"{run.output_dir / LOG_FILE}")  # fmt: skip
         # While the run retrains it is unfinished, not failed; a new failure writes it again.
         (run.output_dir / FAILED_FILE).unlink(missing_ok=True)
         started = time.monotonic()
@@ -987,6 +1042,9 @@ def run_sweep(
             outcome["done"].append(run.output_dir)
             continue
         reason = f"exit {returncode}" if returncode else f"exit 0 without {FINAL_MODEL}"
+        diverged = diverged_at(run.output_dir / LOG_FILE) if returncode else None
+        if diverged is not None:
+            reason += f": diverged at iteration {diverged}"
         _write_json(
             run.output_dir / FAILED_FILE,
             {
@@ -1000,7 +1058,7 @@ def run_sweep(
             f"{where}: FAILED ({reason}, iter {state.iteration}/{schedule.max_iter}); "
             f"see {run.output_dir / LOG_FILE}"
         )
-        outcome["failed"].append(run.output_dir)
+        outcome["failed" if diverged is None else "diverged"].append(run.output_dir)
     return outcome
 
 
@@ -1041,7 +1099,8 @@ def argument_parser() -> argparse.ArgumentParser:
         description=(
             "Train a grid of configs x norms x images per GPU (x repeats) with "
             "tools/train_net.py, one process per run, into OUTPUT/<config stem>/<norm>/"
-            "ipg<N>/seed<S>/. Finished runs (DONE.json) are skipped, interrupted ones resumed. "
+            "ipg<N>/seed<S>/. Finished runs (DONE.json) are skipped, interrupted ones resumed, "
+            "diverged ones kept. "
             "Lists are comma-separated. Trailing KEY VALUE pairs go to every run's config."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -1105,6 +1164,13 @@ def argument_parser() -> argparse.ArgumentParser:
         "this often; 0 prints every metrics.json record (every 20 iterations)",
     )
     parser.add_argument(
+        "--retry-diverged",
+        action="store_true",
+        help="train again the runs that diverged (their log says so); without it a diverged "
+        "run is kept as a result, while runs that failed otherwise are always trained again "
+        "(local sweeps; --launcher slurm submits every failed run again)",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="list the runs with their schedule and estimated cost; train nothing",
@@ -1120,7 +1186,9 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) -> int:
-    """Run ``tools/sweep.py`` with ``argv``; returns the exit status (1 if a run failed)."""
+    """Run ``tools/sweep.py`` with ``argv``; returns the exit status: 0 when every run
+    finished, ``EXIT_FAILED_RUNS`` (1) when some run failed, ``EXIT_DIVERGED_RUNS`` (3) when
+    the only runs that did not finish diverged, 2 for bad input."""
     from frn_det_tools import slurm  # not at the top: see argument_parser
 
     parser = argument_parser()
@@ -1142,7 +1210,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
         for warning in grid_warnings(runs) + slurm.check_launch(cluster, runs, args.dry_run):
             print(f"warning: {warning}", file=sys.stderr)
         if args.dry_run:
-            print(dry_run_table(runs, args.output))
+            print(dry_run_table(runs, args.output, args.retry_diverged))
             if cluster is not None:
                 print(f"\n{slurm.jobs_table(runs, cluster)}")
             return 0
@@ -1150,11 +1218,16 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
             return slurm.run_on_cluster(
                 runs, cluster, args.output, progress_seconds=args.progress_every
             )
-        outcome = run_sweep(runs, runner, progress_seconds=args.progress_every)
+        outcome = run_sweep(
+            runs, runner, progress_seconds=args.progress_every, retry_diverged=args.retry_diverged
+        )
     except (SweepError, InputError) as error:
         parser.exit(2, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
     print(
         f"{len(outcome['done'])} trained, {len(outcome['skipped'])} already done, "
-        f"{len(outcome['failed'])} failed. Summary: python tools/summarize.py {args.output}"
+        f"{len(outcome['diverged'])} diverged, {len(outcome['failed'])} failed. Summary: "
+        f"python tools/summarize.py {args.output}"
     )
-    return 1 if outcome["failed"] else 0
+    if outcome["failed"]:
+        return EXIT_FAILED_RUNS
+    return EXIT_DIVERGED_RUNS if outcome["diverged"] else 0

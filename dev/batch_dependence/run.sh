@@ -1,9 +1,11 @@
 #!/bin/bash
 # The batch-dependence experiment of docs/batch_dependence, start to end: the LR search at
-# 1x8 (bn, gn, frn; at 1x8 SyncBN is BN), one LR beyond an edge of the set if some norm
-# chose that edge, each norm's choice appended to its leaf, then the grid (one sweep per
-# seed, so every point has seed 0 before any has seed 1). Safe to restart: finished runs
-# are skipped, and a leaf already holding its choice is left as it is.
+# 1x8 (bn, gn, frn; at 1x8 SyncBN is BN), extended one factor of 2 at a time (for all three
+# norms, at most EXTEND_ROUNDS times) while some norm's choice sits at an edge of the set,
+# each norm's choice appended to its leaf, then the grid (one sweep per seed, so every
+# point has seed 0 before any has seed 1). Safe to restart: finished runs are skipped,
+# diverged ones kept as results (a sweep's exit status 3), and a leaf already holding its
+# choice is left as it is. Any other failure stops the script.
 #
 #   bash dev/batch_dependence/run.sh [OUT]     (from the repository root; OUT defaults to
 #                                              output/batch_dependence_v2)
@@ -14,25 +16,32 @@
 set -euo pipefail
 OUT=${1:-output/batch_dependence_v2}
 PY=${PYTHON:-python}
+EXTEND_ROUNDS=${EXTEND_ROUNDS:-3}
 LEAF='configs/Shapes/batch_dependence/mask_rcnn_R_18_FPN_{norm}.yaml'
+
+# tools/sweep.py, where exit status 3 (the only unfinished runs diverged) goes on.
+sweep() {
+  local status=0
+  "$PY" tools/sweep.py --configs "$LEAF" --total-batch 8 --progress-every 300 "$@" || status=$?
+  [ "$status" -eq 0 ] || [ "$status" -eq 3 ]
+}
 
 search() {
   for lr in "$@"; do
-    "$PY" tools/sweep.py --configs "$LEAF" --norms bn,gn,frn --ims-per-gpu 8 --total-batch 8 \
-      --progress-every 300 --output "$OUT/lr_search/lr$lr" SOLVER.BASE_LR "$lr"
+    sweep --norms bn,gn,frn --ims-per-gpu 8 --output "$OUT/lr_search/lr$lr" SOLVER.BASE_LR "$lr"
   done
 }
 
 search 0.02 0.04 0.08
-extra=$("$PY" -m frn_det_tools.lr_search "$OUT/lr_search" --extend)
-if [ -n "$extra" ]; then
+for _ in $(seq "$EXTEND_ROUNDS"); do
+  extra=$("$PY" -m frn_det_tools.lr_search "$OUT/lr_search" --extend)
+  [ -n "$extra" ] || break
   # shellcheck disable=SC2086  # one word per LR
   search $extra
-fi
+done
 "$PY" -m frn_det_tools.lr_search "$OUT/lr_search" --write-leaves "$LEAF" --same-as syncbn=bn
 for seed in 0 1 2; do
-  "$PY" tools/sweep.py --configs "$LEAF" --norms bn,syncbn,gn,gn_pa,frn,frn_pa \
-    --ims-per-gpu 8,4,2,1 --total-batch 8 --seed "$seed" --progress-every 300 \
+  sweep --norms bn,syncbn,gn,gn_pa,frn,frn_pa --ims-per-gpu 8,4,2,1 --seed "$seed" \
     --output "$OUT/grid"
 done
 "$PY" tools/batch_dependence.py "$OUT/grid" --lr-search "$OUT/lr_search" --dest "$OUT/report"

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 import weakref
 from collections.abc import Iterator, Mapping
@@ -51,6 +52,7 @@ from .run_config import prepare_config
 from .validation import AMP_PRECISIONS
 
 __all__ = [
+    "DIVERGED_LINE",
     "NonFiniteLossError",
     "StrictJSONWriter",
     "Trainer",
@@ -201,6 +203,11 @@ class NonFiniteLossError(FloatingPointError):
         else:
             message = f"non-finite loss at iteration {iteration}: {terms}"
         super().__init__(f"{message}. {hint}" if hint else message)
+
+
+DIVERGED_LINE = re.compile(r"non-finite (?:loss|values) at iteration (?P<iteration>\d+)")
+"""What a ``NonFiniteLossError``'s message says; a run's log holding it diverged at that
+iteration (the sweep reads train_net.log with it)."""
 
 
 def divergence_hint(checkpointer: SafeCheckpointer, change: str) -> str:

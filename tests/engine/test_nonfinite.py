@@ -12,7 +12,7 @@ from torch import nn
 
 from frn_det.checkpoint import NonFiniteCheckpointError, SafeCheckpointer
 from frn_det.engine import Trainer, setup
-from frn_det.engine.trainer import YACS_DIVERGENCE_ADVICE, NonFiniteLossError
+from frn_det.engine.trainer import DIVERGED_LINE, YACS_DIVERGENCE_ADVICE, NonFiniteLossError
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +60,7 @@ def test_a_nan_loss_stops_training_with_the_iteration_the_loss_terms_and_the_hin
     assert math.isnan(error.losses["loss_mask"]) and math.isfinite(error.losses["loss_cls"])
     message = str(error)
     assert message.startswith("non-finite loss at iteration 3: loss_cls=")
+    assert DIVERGED_LINE.search(message)["iteration"] == "3"  # what the sweep reads
     assert "loss_mask=nan" in message and "(total nan)" in message
     assert f"the newest is {tmp_path / 'model_0000001.pth'}" in message
     assert "Lower SOLVER.BASE_LR (now 0.01) or lengthen SOLVER.WARMUP_ITERS (now 2)" in message
@@ -78,6 +79,7 @@ def test_a_huge_learning_rate_stops_training_and_writes_no_final_model(tiny_args
 
     message = str(raised.value)
     assert f"at iteration {raised.value.iteration}" in message
+    assert DIVERGED_LINE.search(message)["iteration"] == str(raised.value.iteration)
     assert "Lower SOLVER.BASE_LR (now 1e+06) or lengthen SOLVER.WARMUP_ITERS" in message
     assert not (tmp_path / "model_final.pth").exists()
     saved = sorted(tmp_path.glob("model_*.pth"))

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from frn_det.data.shapes import generate_shapes_dataset
+from frn_det.engine.trainer import NonFiniteLossError
 from frn_det_tools.run_folders import run_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,11 +34,16 @@ class FakeRunner:
     box AP of 30 + SEED.
 
     ``crash_at``: OUTPUT_DIR -> iteration at which that run "crashes" (exit 1) after a
-    checkpoint at iteration 100 and a torn metrics line.
+    checkpoint at iteration 100 and a torn metrics line. ``diverge_at``: OUTPUT_DIR ->
+    iteration at which that run stops on a non-finite loss (exit 1), its log ending as
+    train_net's does (``diverged_log_line``).
     """
 
-    def __init__(self, crash_at: dict[Path, int] | None = None) -> None:
+    def __init__(
+        self, crash_at: dict[Path, int] | None = None, diverge_at: dict[Path, int] | None = None
+    ) -> None:
         self.crash_at = dict(crash_at or {})
+        self.diverge_at = dict(diverge_at or {})
         self.commands: list[list[str]] = []
 
     def __call__(self, command: Sequence[str], log_path: Path) -> int:
@@ -50,8 +56,12 @@ class FakeRunner:
         with (out / "metrics.json").open("a") as f:
             start = 100 if "--resume" in command else 0
             crash = self.crash_at.pop(out, None)
-            for it in range(start + 19, (crash or max_iter), 20):
+            diverge = self.diverge_at.pop(out, None)
+            for it in range(start + 19, (crash or diverge or max_iter), 20):
                 f.write(_metrics_line(iteration=it, total_loss=2.0 - it / 1000))
+            if diverge is not None:
+                log_path.write_text(f"fake train_net\n{diverged_log_line(diverge)}\n")
+                return 1
             if crash is not None:
                 (out / "model_0000099.pth").write_bytes(b"ckpt")
                 (out / "last_checkpoint").write_text("model_0000099.pth")
@@ -64,6 +74,13 @@ class FakeRunner:
         return 0
 
 
+def diverged_log_line(iteration: int) -> str:
+    """The line train_net prints when a run diverges at ``iteration``: the message of the
+    error the trainer raises, as ``frn_det.engine.exits.exit_with`` prints it."""
+    error = NonFiniteLossError(iteration, {"loss_cls": float("nan")}, hint="Lower the LR.")
+    return f"train_net.py: error: {error}"
+
+
 @pytest.fixture
 def fake_runner() -> type[FakeRunner]:
     """The FakeRunner class, to build one per sweep."""
@@ -73,8 +90,9 @@ def fake_runner() -> type[FakeRunner]:
 @pytest.fixture
 def fake_run() -> Callable[..., Path]:
     """``fake_run(output, norm, ipg, seed, status, box=, mask=, iteration=, max_iter=400,
-    num_gpus=1, stem=STEM, returncode=1)``: write a run folder as the sweep leaves it in
-    ``status`` "done", "unfinished", "failed" or "new"; returns the folder."""
+    num_gpus=1, stem=STEM, returncode=1, diverged=False)``: write a run folder as the sweep
+    leaves it in ``status`` "done", "unfinished", "failed" or "new" (a failed one with
+    ``diverged`` stopped on a non-finite loss at ``iteration``); returns the folder."""
 
     def make(
         output: Path,
@@ -89,6 +107,7 @@ def fake_run() -> Callable[..., Path]:
         num_gpus: int = 1,
         stem: str = STEM,
         returncode: int = 1,
+        diverged: bool = False,
     ) -> Path:
         folder = run_dir(output, stem, norm, ipg, seed)
         folder.mkdir(parents=True)
@@ -119,6 +138,8 @@ def fake_run() -> Callable[..., Path]:
             (folder / "DONE.json").write_text(json.dumps(done))
         if status == "failed":
             (folder / "FAILED.json").write_text(json.dumps({"returncode": returncode}))
+            if diverged:
+                (folder / "train_net.log").write_text(diverged_log_line(iteration) + "\n")
         return folder
 
     return make

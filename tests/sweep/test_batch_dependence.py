@@ -153,3 +153,25 @@ def test_the_schedule_probe_tabulates_each_runs_ap_at_its_evaluations(fake_run, 
     assert main([str(grid), "--schedule-probe", str(tmp_path / "nope"),
                  "--dest", str(tmp_path / "none")]) == 2  # fmt: skip
     assert not (tmp_path / "none").exists()
+
+
+def test_diverged_runs_are_reported_as_such_in_the_grid_and_the_search(fake_run, tmp_path):
+    grid = tmp_path / "grid"
+    _grid(fake_run, grid, {("frn", 8): [30.0, 32.0], ("frn", 1): [20.0]})
+    fake_run(grid, "frn", 1, 1, "failed", iteration=700, stem=STEM, diverged=True)
+    search = tmp_path / "search"
+    fake_run(search / "lr0.04", "frn", 8, 0, "done", box=25.0, stem=STEM)
+    fake_run(search / "lr0.08", "frn", 8, 0, "failed", iteration=60, stem=STEM, diverged=True)
+    dest = tmp_path / "report"
+    assert main([str(grid), "--lr-search", str(search), "--dest", str(dest)]) == 0
+    data = json.loads((dest / "summary.json").read_text())
+    point = next(p for p in data["points"] if p["images_per_gpu"] == 1)
+    assert (point["runs"], point["finished"], point["diverged"], point["box_AP_n"]) == (2, 1, 1, 1)
+    assert [r["seed"] for r in data["runs"] if r["diverged"]] == [1]
+    assert [(r["base_lr"], r["diverged"]) for r in data["lr_search"]] == [
+        (0.04, False), (0.08, True)
+    ]  # fmt: skip
+    text = (dest / "results.md").read_text()
+    assert "20.0 (n=1); 1 of 2 diverged" in text
+    search_row = next(line for line in text.splitlines() if line.startswith("| frn "))
+    assert [cell.strip() for cell in search_row.split("|")[2:5]] == ["25.0", "diverged", "0.04"]

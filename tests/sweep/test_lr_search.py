@@ -70,3 +70,27 @@ def test_the_command_line_extends_writes_and_refuses(fake_run, tmp_path, capsys)
     with pytest.raises(SystemExit):
         main([str(search), "--write-leaves", pattern, "--same-as", "syncbn"])
     assert "expected ALIAS=NORM" in capsys.readouterr().err
+
+
+def test_a_diverged_run_is_a_result_and_an_unfinished_search_chooses_nothing(
+    fake_run, tmp_path, capsys
+):
+    search = tmp_path / "search"
+    for lr, ap in (("0.02", 10.0), ("0.04", 12.0)):
+        fake_run(search / f"lr{lr}", "bn", 8, 0, "done", box=ap, stem=STEM)
+    fake_run(search / "lr0.08", "bn", 8, 0, "failed", iteration=90, stem=STEM, diverged=True)
+    # 0.08 was searched (it diverged), so 0.04 is inside the set: nothing to add.
+    assert main([str(search), "--extend"]) == 0
+    assert capsys.readouterr().out.strip() == ""
+    pattern = _leaves(tmp_path, ["bn"])
+    assert main([str(search), "--write-leaves", pattern]) == 0
+    assert "chosen BASE_LR: bn 0.04" in capsys.readouterr().out
+
+    crashed = fake_run(search / "lr0.16", "bn", 8, 0, "failed", iteration=90, stem=STEM)
+    unfinished = fake_run(search / "lr0.16", "gn", 8, 0, "unfinished", iteration=90, stem=STEM)
+    before = (tmp_path / "leaf_bn.yaml").read_text()
+    for step in (["--extend"], ["--write-leaves", pattern]):
+        assert main([str(search), *step]) == 2
+        out = capsys.readouterr().out
+        assert "not finished" in out and str(crashed) in out and str(unfinished) in out
+    assert (tmp_path / "leaf_bn.yaml").read_text() == before

@@ -156,7 +156,9 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resume_from_their_checkp
     crashing = runs[1].output_dir
     first = fake_runner(crash_at={crashing: 120})
     outcome = run_sweep(runs, first, echo=lambda _: None)
-    assert outcome == {"done": [runs[0].output_dir], "skipped": [], "failed": [crashing]}
+    assert outcome == {
+        "done": [runs[0].output_dir], "skipped": [], "diverged": [], "failed": [crashing]
+    }
     assert all("--resume" not in c for c in first.commands)
     state = read_state(crashing)
     assert (state.status, state.iteration, state.checkpoint_iter) == ("failed", 120, 100)
@@ -167,7 +169,9 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resume_from_their_checkp
 
     second = fake_runner()
     outcome = run_sweep(runs, second, echo=lambda _: None)
-    assert outcome == {"done": [crashing], "skipped": [runs[0].output_dir], "failed": []}
+    assert outcome == {
+        "done": [crashing], "skipped": [runs[0].output_dir], "diverged": [], "failed": []
+    }
     [command] = second.commands
     assert "--resume" in command and command[command.index("OUTPUT_DIR") + 1] == str(crashing)
     assert not (crashing / "FAILED.json").exists()
@@ -179,6 +183,62 @@ def test_finished_runs_are_skipped_and_interrupted_ones_resume_from_their_checkp
     third = fake_runner()
     assert run_sweep(runs, third, echo=lambda _: None)["skipped"] == [r.output_dir for r in runs]
     assert third.commands == []
+
+
+def test_a_diverged_run_is_kept_as_a_result_unless_retry_diverged(tmp_path, fake_runner):
+    runs = _grid(tmp_path, norms=["gn"], ims_per_gpu=[1, 4])
+    diverging = runs[1].output_dir
+    first = fake_runner(diverge_at={diverging: 250})
+    outcome = run_sweep(runs, first, echo=lambda _: None)
+    assert outcome == {
+        "done": [runs[0].output_dir], "skipped": [], "diverged": [diverging], "failed": []
+    }
+    failed = json.loads((diverging / "FAILED.json").read_text())
+    assert failed["reason"] == "exit 1: diverged at iteration 250"
+    state = read_state(diverging)
+    assert (state.status, state.diverged_at) == ("failed", 250)
+    assert state.describe().startswith("diverged at iter 250 ")
+
+    lines = []
+    again = fake_runner()
+    outcome = run_sweep(runs, again, echo=lines.append)
+    assert again.commands == [] and outcome["diverged"] == [diverging]
+    assert any("diverged at iteration 250 before, kept" in line for line in lines)
+
+    retry = fake_runner()
+    outcome = run_sweep(runs, retry, echo=lambda _: None, retry_diverged=True)
+    assert outcome["done"] == [diverging] and len(retry.commands) == 1
+    assert read_state(diverging).status == "done" and not read_state(diverging).diverged
+
+
+def test_a_crash_is_not_taken_for_divergence(tmp_path, fake_runner):
+    [run] = _grid(tmp_path, norms=["gn"], ims_per_gpu=[4])
+    run_sweep([run], fake_runner(crash_at={run.output_dir: 120}), echo=lambda _: None)
+    assert read_state(run.output_dir).diverged_at is None
+    again = fake_runner()
+    run_sweep([run], again, echo=lambda _: None)
+    assert len(again.commands) == 1  # a crash is trained again
+
+
+def test_the_exit_status_tells_diverged_runs_from_failed_ones(
+    tmp_path, fake_runner, monkeypatch, capsys
+):
+    argv = ["--configs", SHAPES_TEMPLATE, "--norms", "gn", "--ims-per-gpu", "1,4"]
+    out = tmp_path / "out"
+    [small, large] = [out / STEM / "gn" / f"ipg{n}" / "seed0" for n in (1, 4)]
+    assert main([*argv, "--output", str(out)], runner=fake_runner(diverge_at={large: 40})) == 3
+    assert "1 trained, 0 already done, 1 diverged, 0 failed" in capsys.readouterr().out
+    # Kept: a second sweep trains nothing and says the same.
+    assert main([*argv, "--output", str(out)], runner=fake_runner()) == 3
+    # The dry run says what a sweep would do with it.
+    assert main([*argv, "--output", str(out), "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert "keep (diverged at iter 40)" in dry and "1 diverged (kept)" in dry
+    assert main([*argv, "--output", str(out), "--dry-run", "--retry-diverged"]) == 0
+    assert "restart (after exit 1)" in capsys.readouterr().out
+    other = tmp_path / "other"
+    crash = {other / STEM / "gn" / "ipg1" / "seed0": 120}
+    assert main([*argv, "--output", str(other)], runner=fake_runner(crash_at=crash)) == 1
 
 
 def test_a_run_trained_to_the_end_without_done_json_is_only_recorded(tmp_path, fake_runner):
