@@ -88,12 +88,17 @@ def probe_markdown(curves: Mapping[str, Sequence[tuple[int, float, float | None]
     return markdown_table(table, ["run", *(str(i) for i in steps)])
 
 
-def _search_records(root: str | os.PathLike) -> list[tuple[float, RunRecord]]:
+def _search_records(
+    root: str | os.PathLike, settled: bool = True
+) -> list[tuple[float, RunRecord]]:
+    """(LR, record) of the runs under ``root``/lr<LR>/ that finished or diverged
+    (``settled``), or of the others."""
     found = []
     for folder in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
         match = _LR_DIR_RE.match(folder.name)
         if match and folder.is_dir():
-            found += [(float(match["lr"]), record) for record in collect_runs(folder)]
+            found += [(float(match["lr"]), record) for record in collect_runs(folder)
+                      if (record.finished or record.state.diverged) == settled]  # fmt: skip
     return found
 
 
@@ -105,8 +110,6 @@ def lr_search_rows(root: str | os.PathLike) -> list[dict[str, Any]]:
     (``unfinished_search_runs`` names them)."""
     rows = []
     for lr, record in _search_records(root):
-        if not (record.finished or record.state.diverged):
-            continue
         results = record.state.results if record.finished else {}
         rows.append({
             "norm": record.key.norm,
@@ -125,8 +128,7 @@ def unfinished_search_runs(root: str | os.PathLike) -> list[str]:
     "<folder>: <what it says>" (a search with any cannot choose yet)."""
     return [
         f"{os.fspath(record.folder)}: {record.describe()}"
-        for _, record in _search_records(root)
-        if not (record.finished or record.state.diverged)
+        for _, record in _search_records(root, settled=False)
     ]
 
 

@@ -208,6 +208,10 @@ class RunState:
         """Whether the run failed by diverging (a result, not a crash)."""
         return self.diverged_at is not None
 
+    def settled(self, retry_diverged: bool = False) -> bool:
+        """Whether a sweep leaves the run as it is: done, or diverged and not retried."""
+        return self.status == "done" or (self.diverged and not retry_diverged)
+
     def describe(self) -> str:
         """A short human description: "done", "unfinished (iter 120/400)", "failed (...)"."""
         total = "?" if self.max_iter is None else str(self.max_iter)
@@ -677,7 +681,7 @@ def _duration(seconds: float | None) -> str:
 def _action(state: RunState, schedule: Schedule, retry_diverged: bool = False) -> str:
     if state.status == "done":
         return "skip (done)"
-    if state.diverged and not retry_diverged:
+    if state.settled(retry_diverged):
         return f"keep (diverged at iter {state.diverged_at})"
     if state.checkpoint_iter:
         start = f"resume from iter {state.checkpoint_iter}/{schedule.max_iter}"
@@ -711,11 +715,8 @@ def dry_run_table(
         state = read_state(run.output_dir)
         action = _action(state, schedule, retry_diverged)
         counts[action.split()[0]] += 1
-        kept = action.startswith("keep")
         left_iters = (
-            0
-            if state.status == "done" or kept
-            else schedule.max_iter - (state.checkpoint_iter or 0)
+            0 if state.settled(retry_diverged) else schedule.max_iter - (state.checkpoint_iter or 0)
         )
         left = _estimate(run, max(left_iters, 0) * schedule.ims_per_batch, rates)
         if left is None and left_iters > 0:
@@ -984,7 +985,7 @@ def run_sweep(
     # Images each run has left to train, for the sweep's ETA.
     left = [
         0
-        if state.status == "done" or (state.diverged and not retry_diverged)
+        if state.settled(retry_diverged)
         else max(sched.max_iter - (state.checkpoint_iter or 0), 0) * sched.ims_per_batch
         for state, sched in zip(states, schedules, strict=True)
     ]
@@ -997,7 +998,7 @@ def run_sweep(
             echo(f"{where}: done, skipped")
             outcome["skipped"].append(run.output_dir)
             continue
-        if state.diverged and not retry_diverged:
+        if state.settled(retry_diverged):
             echo(f"{where}: diverged at iteration {state.diverged_at} before, kept "
                  "(--retry-diverged trains it again)")  # fmt: skip
             outcome["diverged"].append(run.output_dir)
