@@ -32,16 +32,34 @@ search() {
   done
 }
 
-search 0.02 0.04 0.08
-for _ in $(seq "$EXTEND_ROUNDS"); do
-  extra=$("$PY" -m frn_det_tools.lr_search "$OUT/lr_search" --extend)
-  [ -n "$extra" ] || break
-  # shellcheck disable=SC2086  # one word per LR
-  search $extra
-done
-"$PY" -m frn_det_tools.lr_search "$OUT/lr_search" --write-leaves "$LEAF" --same-as syncbn=bn
+# Whether every searched leaf (and syncbn's) already holds the search's choice: the note
+# frn_det_tools.lr_search writes beside it. Then the search is not run again (its run
+# folders may be gone with an earlier machine; the committed leaves are its result).
+leaves_hold_choice() {
+  local norm
+  for norm in bn gn frn syncbn; do
+    grep -q "# the search's choice" "${LEAF/\{norm\}/$norm}" || return 1
+  done
+}
+
+if leaves_hold_choice && [ "${SEARCH_AGAIN:-0}" != 1 ]; then
+  echo "the leaves hold the search's choice: search skipped (SEARCH_AGAIN=1 runs it)"
+else
+  search 0.02 0.04 0.08
+  for _ in $(seq "$EXTEND_ROUNDS"); do
+    extra=$("$PY" -m frn_det_tools.lr_search "$OUT/lr_search" --extend)
+    [ -n "$extra" ] || break
+    # shellcheck disable=SC2086  # one word per LR
+    search $extra
+  done
+  "$PY" -m frn_det_tools.lr_search "$OUT/lr_search" --write-leaves "$LEAF" --same-as syncbn=bn
+fi
 for seed in 0 1 2; do
   sweep --norms bn,syncbn,gn,gn_pa,frn,frn_pa --ims-per-gpu 8,4,2,1 --seed "$seed" \
     --output "$OUT/grid"
 done
-"$PY" tools/batch_dependence.py "$OUT/grid" --lr-search "$OUT/lr_search" --dest "$OUT/report"
+if [ -d "$OUT/lr_search" ]; then
+  "$PY" tools/batch_dependence.py "$OUT/grid" --lr-search "$OUT/lr_search" --dest "$OUT/report"
+else
+  "$PY" tools/batch_dependence.py "$OUT/grid" --dest "$OUT/report"
+fi
