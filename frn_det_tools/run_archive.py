@@ -1,0 +1,231 @@
+"""Keep a sweep's results where a checkout keeps them: its finished runs' records without
+their checkpoints, in a folder under version control, and put them back.
+
+A machine's ``output/`` does not outlive it, and an experiment that takes longer than one
+machine (docs/batch_dependence) would lose its finished runs with it. ``save`` copies, for
+every settled run (done, or diverged: see ``RunState.settled``) under a sweep's output,
+the small files that say what it trained and what it scored (``RECORD_FILES``: the plan,
+DONE.json or FAILED.json, config.yaml, metrics.json, train_net.log) into the same layout
+under the archive, plus ``CHECKPOINT.json``: the SHA-256 and size of its model_final.pth,
+which is not copied (training here is deterministic for a seed and layout, so the command
+in RUN.json trains the same weights again, and the hash says whether it did). ``restore``
+copies them back into a sweep's output, so that the sweep skips those runs and the reports
+read them as they were.
+
+Neither overwrites anything: a run already in the destination is left alone when it holds
+the same records and refused, by name and file, when it holds others (a run folder there
+that is unfinished is also left alone, so a restore never replaces training in progress).
+Each run is written to a temporary folder beside its place and renamed into it, so a
+killed command leaves whole runs or none.
+
+    python -m frn_det_tools.run_archive save output/batch_dependence_v2/grid \\
+        docs/batch_dependence/runs/grid
+    python -m frn_det_tools.run_archive restore docs/batch_dependence/runs/grid \\
+        output/batch_dependence_v2/grid
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from frn_det_tools.run_folders import (
+    CONFIG_FILE,
+    DONE_FILE,
+    FAILED_FILE,
+    FINAL_MODEL,
+    LOG_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    find_runs,
+)
+from frn_det_tools.sweep import read_state
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "RECORD_FILES",
+    "ArchiveError",
+    "Outcome",
+    "checkpoint_record",
+    "main",
+    "restore",
+    "save",
+]
+
+CHECKPOINT_FILE = "CHECKPOINT.json"
+RECORD_FILES = (RUN_FILE, DONE_FILE, FAILED_FILE, CONFIG_FILE, METRICS_FILE, LOG_FILE)
+"""The files of a run folder that are archived (those it has); never its checkpoints."""
+
+
+class ArchiveError(ValueError):
+    """A run whose records differ between the two places, or a folder that is not a
+    sweep's output; raised before anything is written."""
+
+
+@dataclass
+class Outcome:
+    """What ``save`` or ``restore`` did, as run folders relative to the source root."""
+
+    copied: list[str] = field(default_factory=list)
+    same: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+    """Not settled (``save``), or a folder in the destination holding an unfinished run
+    (``restore``)."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_record(folder: str | os.PathLike) -> dict[str, object] | None:
+    """``{"file", "sha256", "bytes"}`` of a run folder's model_final.pth; None without one."""
+    path = Path(folder) / FINAL_MODEL
+    if not path.is_file():
+        return None
+    return {"file": FINAL_MODEL, "sha256": _sha256(path), "bytes": path.stat().st_size}
+
+
+def _records(folder: Path, with_checkpoint: bool) -> dict[str, bytes]:
+    present = [name for name in RECORD_FILES if (folder / name).is_file()]
+    files = {name: (folder / name).read_bytes() for name in present}
+    # A restored run has its CHECKPOINT.json but not the checkpoint it describes.
+    record = checkpoint_record(folder) if with_checkpoint else None
+    if record is not None:
+        files[CHECKPOINT_FILE] = (json.dumps(record, indent=2) + "\n").encode()
+    elif (folder / CHECKPOINT_FILE).is_file():
+        files[CHECKPOINT_FILE] = (folder / CHECKPOINT_FILE).read_bytes()
+    return files
+
+
+def _differs(files: dict[str, bytes], there: Path) -> list[str]:
+    return sorted(
+        name for name, data in files.items()
+        if not (there / name).is_file() or (there / name).read_bytes() != data
+    )  # fmt: skip
+
+
+def _write_run(files: dict[str, bytes], dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        for name, data in files.items():
+            (scratch / name).write_bytes(data)
+        scratch.rename(dest)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def _check_root(root: Path, what: str) -> None:
+    if not root.is_dir():
+        raise ArchiveError(f"{what} {os.fspath(root)!r} is not a folder")
+
+
+def _transfer(source: Path, dest: Path, saving: bool) -> Outcome:
+    _check_root(source, "sweep output" if saving else "archive")
+    runs = find_runs(source)
+    if not runs:
+        raise ArchiveError(
+            f"no run folders under {os.fspath(source)!r} (expected "
+            "<config stem>/<norm>/ipg<N>/seed<S>/)"
+        )
+    outcome, plan = Outcome(), []
+    for _, folder in runs:
+        name = folder.relative_to(source).as_posix()
+        if saving and not read_state(folder).settled():
+            outcome.left.append(name)
+            continue
+        there = dest / name
+        files = _records(folder, with_checkpoint=saving)
+        # A destination folder with nothing of a run's records (e.g. emptied) is free.
+        held = there.is_dir() and any(there.iterdir())
+        if not held:
+            plan.append((files, there, name))
+            continue
+        differ = _differs(files, there)
+        if not differ:
+            outcome.same.append(name)
+        elif not saving and not read_state(there).settled():
+            outcome.left.append(name)
+        else:
+            raise ArchiveError(
+                f"run {name}: {os.fspath(there)!r} already holds other records "
+                f"({', '.join(differ)} differ); nothing was written. Move one of the two "
+                "away to keep both"
+            )
+    for files, there, name in plan:
+        if there.is_dir():
+            there.rmdir()
+        _write_run(files, there)
+        outcome.copied.append(name)
+    return outcome
+
+
+def save(output: str | os.PathLike, archive: str | os.PathLike) -> Outcome:
+    """Copy the records of every settled run under the sweep output ``output`` into
+    ``archive`` (same layout), with each one's CHECKPOINT.json.
+
+    Raises:
+        ArchiveError: ``output`` holds no run folders, or a run's archived records differ
+            from its records in ``output`` (then nothing is written).
+    """
+    return _transfer(Path(output), Path(archive), saving=True)
+
+
+def restore(archive: str | os.PathLike, output: str | os.PathLike) -> Outcome:
+    """Copy every archived run back into the sweep output ``output`` where it has no
+    folder (or an empty one); a folder holding an unfinished run is left alone.
+
+    Raises:
+        ArchiveError: ``archive`` holds no runs, or a settled run in ``output`` holds other
+            records than the archive's (then nothing is written).
+    """
+    return _transfer(Path(archive), Path(output), saving=False)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    put = sub.add_parser("save", help="copy settled runs' records from a sweep output")
+    put.add_argument("output", help="the sweep's --output")
+    put.add_argument("archive", help="the folder to keep them in (e.g. under docs/)")
+    back = sub.add_parser("restore", help="copy archived runs back into a sweep output")
+    back.add_argument("archive", help="a folder written by save")
+    back.add_argument("output", help="the sweep's --output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
+    try:
+        if args.action == "save":
+            outcome = save(args.output, args.archive)
+        else:
+            outcome = restore(args.archive, args.output)
+    except ArchiveError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    verb = "saved" if args.action == "save" else "restored"
+    print(f"{verb} {len(outcome.copied)} run(s), {len(outcome.same)} already there")
+    for name in outcome.copied:
+        print(f"  {verb}: {name}")
+    why = "not settled" if args.action == "save" else "unfinished there, left alone"
+    for name in outcome.left:
+        print(f"  {why}: {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

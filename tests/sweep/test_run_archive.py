@@ -1,0 +1,131 @@
+"""frn_det_tools.run_archive: settled runs' records kept without checkpoints (a hash in their
+place), put back so the sweep skips them, and never anything overwritten."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from frn_det_tools import run_archive
+from frn_det_tools.run_archive import ArchiveError, restore, save
+from frn_det_tools.summarize import collect_runs
+from frn_det_tools.sweep import main as sweep_main
+from frn_det_tools.sweep import read_state
+
+REPO = Path(__file__).resolve().parents[2]
+SHAPES_TEMPLATE = os.fspath(REPO / "configs" / "Shapes" / "mask_rcnn_R_18_FPN_{norm}.yaml")
+STEM = "mask_rcnn_R_18_FPN"  # the conftest's fake_run default
+
+
+def _grid(tmp_path, fake_run):
+    out = tmp_path / "out"
+    done = fake_run(out, "bn", 8, 0, "done", box=41.5, mask=40.0)
+    (done / "train_net.log").write_text("trained\n")
+    (done / "config.yaml").write_text("SOLVER:\n  MAX_ITER: 400\n")
+    (done / "model_0000199.pth").write_bytes(b"an intermediate checkpoint")
+    diverged = fake_run(out, "frn", 1, 0, "failed", iteration=120, diverged=True)
+    unfinished = fake_run(out, "gn", 2, 0, "unfinished", iteration=200)
+    crashed = fake_run(out, "gn", 1, 0, "failed", iteration=50)
+    return out, done, diverged, unfinished, crashed
+
+
+def test_save_keeps_the_records_of_settled_runs_and_a_hash_of_their_checkpoint(
+    tmp_path, fake_run
+):
+    out, done, diverged, unfinished, crashed = _grid(tmp_path, fake_run)
+    archive = tmp_path / "archive"
+    outcome = save(out, archive)
+    name = done.relative_to(out).as_posix()
+    assert sorted(outcome.copied) == sorted([name, diverged.relative_to(out).as_posix()])
+    left = sorted(p.relative_to(out).as_posix() for p in (unfinished, crashed))
+    assert sorted(outcome.left) == left
+    kept = archive / name
+    assert sorted(p.name for p in kept.iterdir()) == [
+        "CHECKPOINT.json", "DONE.json", "RUN.json", "config.yaml", "metrics.json", "train_net.log"
+    ]  # fmt: skip
+    for file in ("DONE.json", "RUN.json", "config.yaml", "metrics.json", "train_net.log"):
+        assert (kept / file).read_bytes() == (done / file).read_bytes()
+    record = json.loads((kept / "CHECKPOINT.json").read_text())
+    assert record == {
+        "file": "model_final.pth",
+        "sha256": hashlib.sha256(b"final").hexdigest(),
+        "bytes": len(b"final"),
+    }
+    # The archive reads as the sweep output did: done with its results, diverged at 120.
+    assert read_state(kept).status == "done"
+    assert read_state(kept).results == read_state(done).results
+    assert read_state(archive / diverged.relative_to(out)).diverged_at == 120
+    assert not list(archive.glob("**/.*"))  # no scratch folder left behind
+    # Saving again finds every run there already.
+    again = save(out, archive)
+    assert again.copied == [] and sorted(again.same) == sorted(outcome.copied)
+
+
+def test_a_restored_grid_is_skipped_by_the_sweep_and_summarized_as_before(
+    tmp_path, fake_run, fake_runner
+):
+    out, done, *_ = _grid(tmp_path, fake_run)
+    archive = tmp_path / "archive"
+    save(out, archive)
+    fresh = tmp_path / "fresh"
+    outcome = restore(archive, fresh)
+    assert len(outcome.copied) == 2
+    back = fresh / done.relative_to(out)
+    assert not (back / "model_final.pth").exists()
+    assert read_state(back).status == "done"
+    def rows(root):
+        return {(r.key, r.describe(), r.state.results.get("bbox/AP")) for r in collect_runs(root)}
+
+    # The settled runs read back as they were (the others were not archived).
+    assert rows(fresh) == {row for row in rows(out) if row[1] == "done" or "diverged" in row[1]}
+    runner = fake_runner()
+    code = sweep_main(
+        ["--configs", SHAPES_TEMPLATE, "--norms", "bn", "--ims-per-gpu", "8",
+         "--output", str(fresh)],
+        runner=runner,
+    )  # fmt: skip
+    assert code == 0 and runner.commands == []
+    # A restored run saves back as the same records (its CHECKPOINT.json carried over).
+    assert save(fresh, archive).copied == []
+
+
+def test_nothing_is_overwritten_and_differing_records_are_refused_by_name(tmp_path, fake_run):
+    out, done, *_ = _grid(tmp_path, fake_run)
+    archive = tmp_path / "archive"
+    save(out, archive)
+    kept = archive / done.relative_to(out)
+    (kept / "DONE.json").write_text('{"results": {"bbox/AP": 1.0}}')
+    before = {p: p.read_bytes() for p in archive.rglob("*") if p.is_file()}
+    with pytest.raises(ArchiveError, match=r"bn/ipg8/seed0.*DONE\.json"):
+        save(out, archive)
+    assert {p: p.read_bytes() for p in archive.rglob("*") if p.is_file()} == before
+    # restore: a settled run there with other records is refused; an unfinished one is left.
+    target = tmp_path / "target"
+    fake_run(target, "bn", 8, 0, "done", box=10.0)
+    with pytest.raises(ArchiveError, match="already holds other records"):
+        restore(archive, target)
+    assert not (target / STEM / "frn").exists()
+    target2 = tmp_path / "target2"
+    training = fake_run(target2, "bn", 8, 0, "unfinished", iteration=100)
+    metrics = (training / "metrics.json").read_bytes()
+    outcome = restore(archive, target2)
+    assert outcome.left == [done.relative_to(out).as_posix()]
+    assert (training / "metrics.json").read_bytes() == metrics
+    assert not (training / "DONE.json").exists()
+
+
+def test_the_command_line_reports_and_refuses_with_exit_2(tmp_path, fake_run, capsys):
+    out, *_ = _grid(tmp_path, fake_run)
+    archive = tmp_path / "archive"
+    assert run_archive.main(["save", str(out), str(archive)]) == 0
+    printed = capsys.readouterr().out
+    assert "saved 2 run(s), 0 already there" in printed and "not settled: " in printed
+    assert run_archive.main(["restore", str(tmp_path / "nowhere"), str(out)]) == 2
+    assert "'" + str(tmp_path / "nowhere") + "' is not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert run_archive.main(["save", str(tmp_path / "empty"), str(archive)]) == 2
+    assert "no run folders under" in capsys.readouterr().err
