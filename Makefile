@@ -10,7 +10,16 @@ PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 
 env: $(STAMP)
 
+# torch 2.14.1 from PyPI is its CUDA build: the environment takes about 5.6 GB. Check the
+# space first, so a full disk is said plainly before anything is installed.
+ENV_NEED_MB ?= 6500
+
 $(STAMP): pyproject.toml constraints.txt tools/install_detectron2.py
+	@free=$$(df -Pm . | awk 'NR==2 {print $$4}'); \
+	if [ -n "$$free" ] && [ "$$free" -lt $(ENV_NEED_MB) ] && [ ! -x $(PY) ]; then \
+	  echo "make: $(VENV) needs about $(ENV_NEED_MB) MB (torch 2.14.1's CUDA build and the rest); $$free MB are free on $$(df -Pm . | awk 'NR==2 {print $$6}'). Free some space or set ENV_NEED_MB." >&2; \
+	  exit 1; \
+	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.14.1 torchvision==0.29.1 numpy setuptools
 	$(PIP) --no-build-isolation -e '.[test]'
