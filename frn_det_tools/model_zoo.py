@@ -11,9 +11,11 @@ are the library's, in ``frn_det.model_zoo``; ``tools/eval_zoo.py`` evaluates an 
   the AP detectron2 published. detectron2 names its files with a short commit suffix
   (``model_final_dc5d9e.pkl``), not a hash, so no SHA-256 is recorded for them.
 - frn-det's own checkpoints, trained by ``tools/sweep.py``. Their entries are written from
-  the sweep's run folders (DONE.json, model_final.pth), never by hand, with the SHA-256 of
-  the file and the command that trains it; without ``--url-prefix`` (the files are not
-  published) they have no URL, and MODEL_ZOO.md says so.
+  the sweep's run folders (DONE.json, model_final.pth, or for a run restored from an
+  archive, ``frn_det_tools.run_archive``, the CHECKPOINT.json that kept its hash), never
+  by hand, with the SHA-256 of the file and the command that trains it; without
+  ``--url-prefix`` (the files are not published) they have no URL, and MODEL_ZOO.md says
+  so.
 
 Commands, run from the repository root (``--catalog`` and ``--markdown`` name the files
 otherwise)::
@@ -52,6 +54,7 @@ from frn_det.model_zoo import (
 )
 from frn_det_tools.markdown import markdown_table
 from frn_det_tools.run_folders import (
+    CHECKPOINT_FILE,
     CONFIG_FILE,
     DONE_FILE,
     FINAL_MODEL,
@@ -187,13 +190,30 @@ def _without_options(opts: Sequence[str], *keys: str) -> tuple[str, ...]:
     return tuple(kept)
 
 
+def _archived_sha256(path: Path) -> str:
+    # An archived run (frn_det_tools.run_archive) keeps its checkpoint's hash, not the file.
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        digest = record["sha256"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        message = f"cannot read the sha256 of {os.fspath(path)!r}: {error!r}"
+        raise ModelZooError(message) from error
+    hex_digits = set("0123456789abcdef")
+    if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= hex_digits):
+        raise ModelZooError(
+            f"{os.fspath(path)!r} gives sha256 {digest!r}; expected 64 lowercase hex digits"
+        )
+    return digest
+
+
 def entry_from_run(
     folder: str | os.PathLike,
     url_prefix: str | None = None,
     trained_in: str | os.PathLike | None = None,
 ) -> ZooEntry:
     """The catalog entry of one finished sweep run (a folder with DONE.json and
-    model_final.pth, laid out ``OUT/<config stem>/<norm>/ipg<N>/seed<S>/``).
+    model_final.pth, laid out ``OUT/<config stem>/<norm>/ipg<N>/seed<S>/``), or of one
+    archived by ``frn_det_tools.run_archive`` (CHECKPOINT.json gives the file's SHA-256).
 
     Its URL is ``url_prefix + NAME.pth`` when the file is published there, else None (not
     published: the entry's ``reproduce`` command trains it again). Its config is named by
@@ -213,10 +233,11 @@ def entry_from_run(
             f"{os.fspath(folder)!r} is not a sweep run folder: expected "
             "OUT/<config stem>/<norm>/ipg<N>/seed<S>/, which names the sweep that trained it"
         )
-    if not done_file.is_file() or not model.is_file():
+    archived = folder / CHECKPOINT_FILE
+    if not done_file.is_file() or not (model.is_file() or archived.is_file()):
         raise ModelZooError(
-            f"run folder {os.fspath(folder)!r} has no {DONE_FILE} and {FINAL_MODEL}; only runs "
-            "the sweep finished can be listed"
+            f"run folder {os.fspath(folder)!r} has no {DONE_FILE} and {FINAL_MODEL} (or, "
+            f"archived, {CHECKPOINT_FILE}); only runs the sweep finished can be listed"
         )
     try:
         done = json.loads(done_file.read_text(encoding="utf-8"))
@@ -279,7 +300,7 @@ def entry_from_run(
         name=name,
         config=config,
         url=url_prefix + name + ".pth" if url_prefix else None,
-        sha256=sha256_of(model),
+        sha256=sha256_of(model) if model.is_file() else _archived_sha256(archived),
         box_ap=_ap(done.get("results", {}), "bbox/AP"),
         mask_ap=_ap(done.get("results", {}), "segm/AP"),
         source=SOURCE_FRN_DET,

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from frn_det_tools.run_folders import (
+    CHECKPOINT_FILE,
     CONFIG_FILE,
     DONE_FILE,
     FAILED_FILE,
@@ -60,7 +61,6 @@ __all__ = [
     "save",
 ]
 
-CHECKPOINT_FILE = "CHECKPOINT.json"
 RECORD_FILES = (RUN_FILE, DONE_FILE, FAILED_FILE, CONFIG_FILE, METRICS_FILE, LOG_FILE)
 """The files of a run folder that are archived (those it has); never its checkpoints."""
 

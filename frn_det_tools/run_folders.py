@@ -6,7 +6,8 @@ without ``{norm}`` (``mask_rcnn_R_18_FPN``), ``<norm>`` the norm's file-name tex
 train_net writes (``config.yaml``, ``metrics.json``, ``last_checkpoint``,
 ``model_final.pth``), the sweep writes ``RUN.json`` (the plan), ``DONE.json`` (the final
 results, once the run exited cleanly with a final model), ``FAILED.json`` (how a run that
-crashed ended), ``train_net.log`` and, for a run submitted to Slurm, ``JOB.json``.
+crashed ended), ``train_net.log`` and, for a run submitted to Slurm, ``JOB.json``; an
+archived run (``frn_det_tools.run_archive``) has ``CHECKPOINT.json`` instead of checkpoints.
 
 The sweep, its summaries, the batch-dependence report, the model-zoo generator and the
 visualization read and name run folders through this module.
@@ -24,6 +25,7 @@ from frn_det.engine.trainer import METRICS_FILE
 
 __all__ = [
     "CANONICAL_NORMS",
+    "CHECKPOINT_FILE",
     "CONFIG_FILE",
     "DONE_FILE",
     "FAILED_FILE",
@@ -49,6 +51,9 @@ JOB_FILE = "JOB.json"
 LOG_FILE = "train_net.log"
 CONFIG_FILE = "config.yaml"
 FINAL_MODEL = "model_final.pth"
+CHECKPOINT_FILE = "CHECKPOINT.json"
+"""In an archived run folder (frn_det_tools.run_archive), what stands for model_final.pth:
+its SHA-256 and size."""
 RUN_DIR_GLOB = "*/*/ipg*/seed*"
 """The run folders under a sweep's output, as a ``Path.glob`` pattern (``find_runs``
 keeps those whose last two names parse)."""

@@ -493,3 +493,23 @@ def test_the_script_lists_the_catalog_from_a_checkout():
     assert done.returncode == 0, done.stderr
     for name in CATALOG:
         assert re.search(rf"^\| {re.escape(name)} +\|", done.stdout, re.M)
+
+
+def test_an_archived_run_is_listed_with_the_sha256_its_archive_kept(sweep, tmp_path):
+    from frn_det_tools.run_archive import restore, save
+
+    (listed,), _ = zoo_tools.entries_from_sweeps([sweep])
+    save(sweep, tmp_path / "archive")
+    fresh = tmp_path / "fresh"
+    restore(tmp_path / "archive", fresh)
+    run = fresh / "mask_rcnn_R_18_FPN/frn/ipg2/seed0"
+    assert not (run / "model_final.pth").exists()
+    (entry,), _ = zoo_tools.entries_from_sweeps([fresh])
+    assert entry.sha256 == listed.sha256
+    assert dataclasses.replace(entry, reproduce=listed.reproduce) == listed
+    (run / "CHECKPOINT.json").write_text(json.dumps({"sha256": "not a hash"}))
+    with pytest.raises(ModelZooError, match="gives sha256 'not a hash'; expected 64"):
+        zoo_tools.entries_from_sweeps([fresh])
+    (run / "CHECKPOINT.json").unlink()
+    with pytest.raises(ModelZooError, match=r"no DONE.json and model_final.pth \(or, archived"):
+        zoo_tools.entries_from_sweeps([fresh])
