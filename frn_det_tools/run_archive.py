@@ -5,7 +5,8 @@ A machine's ``output/`` does not outlive it, and an experiment that takes longer
 machine (docs/batch_dependence) would lose its finished runs with it. ``save`` copies, for
 every settled run (done, or diverged: see ``RunState.settled``) under a sweep's output,
 the small files that say what it trained and what it scored (``RECORD_FILES``: the plan,
-DONE.json or FAILED.json, config.yaml, metrics.json, train_net.log) into the same layout
+DONE.json or FAILED.json, config.yaml, metrics.json, the end of train_net.log:
+``LOG_TAIL_BYTES``) into the same layout
 under the archive, plus ``CHECKPOINT.json``: the SHA-256 and size of its model_final.pth,
 which is not copied (training here is deterministic for a seed and layout, so the command
 in RUN.json trains the same weights again, and the hash says whether it did). ``restore``
@@ -53,6 +54,7 @@ from frn_det_tools.sweep import read_state
 __all__ = [
     "CHECKPOINT_FILE",
     "RECORD_FILES",
+    "LOG_TAIL_BYTES",
     "ArchiveError",
     "Outcome",
     "checkpoint_record",
@@ -63,6 +65,10 @@ __all__ = [
 
 RECORD_FILES = (RUN_FILE, DONE_FILE, FAILED_FILE, CONFIG_FILE, METRICS_FILE, LOG_FILE)
 """The files of a run folder that are archived (those it has); never its checkpoints."""
+LOG_TAIL_BYTES = 1 << 16
+"""train_net.log is archived as its last whole lines within this many bytes: its end (the
+final evaluation, or the error a run stopped on, which ``diverged_at`` reads there), not
+each evaluation's tables, which metrics.json holds."""
 
 
 class ArchiveError(ValueError):
@@ -100,6 +106,9 @@ def checkpoint_record(folder: str | os.PathLike) -> dict[str, object] | None:
 def _records(folder: Path, with_checkpoint: bool) -> dict[str, bytes]:
     present = [name for name in RECORD_FILES if (folder / name).is_file()]
     files = {name: (folder / name).read_bytes() for name in present}
+    if len(files.get(LOG_FILE, b"")) > LOG_TAIL_BYTES:
+        tail = files[LOG_FILE][-LOG_TAIL_BYTES:]
+        files[LOG_FILE] = tail[tail.find(b"\n") + 1 :]  # whole lines only
     # A restored run has its CHECKPOINT.json but not the checkpoint it describes.
     record = checkpoint_record(folder) if with_checkpoint else None
     if record is not None:

@@ -49,6 +49,7 @@ def test_save_keeps_the_records_of_settled_runs_and_a_hash_of_their_checkpoint(
     ]  # fmt: skip
     for file in ("DONE.json", "RUN.json", "config.yaml", "metrics.json", "train_net.log"):
         assert (kept / file).read_bytes() == (done / file).read_bytes()
+    assert not (kept / "model_0000199.pth").exists()
     record = json.loads((kept / "CHECKPOINT.json").read_text())
     assert record == {
         "file": "model_final.pth",
@@ -129,3 +130,20 @@ def test_the_command_line_reports_and_refuses_with_exit_2(tmp_path, fake_run, ca
     (tmp_path / "empty").mkdir()
     assert run_archive.main(["save", str(tmp_path / "empty"), str(archive)]) == 2
     assert "no run folders under" in capsys.readouterr().err
+
+
+def test_a_long_log_is_kept_as_its_last_whole_lines(tmp_path, fake_run):
+    out = tmp_path / "out"
+    run = fake_run(out, "frn", 1, 0, "failed", iteration=700, diverged=True)
+    ending = (run / "train_net.log").read_text()
+    lines = [f"iter {i}: a long training line {'x' * 40}\n" for i in range(3000)]
+    (run / "train_net.log").write_text("".join(lines) + ending)
+    save(out, tmp_path / "archive")
+    kept = (tmp_path / "archive" / run.relative_to(out) / "train_net.log").read_bytes()
+    assert len(kept) <= run_archive.LOG_TAIL_BYTES
+    assert kept.endswith(ending.encode()) and kept.startswith(b"iter ")
+    assert (run / "train_net.log").read_bytes().endswith(kept)
+    assert read_state(tmp_path / "archive" / run.relative_to(out)).diverged_at == 700
+    # Saved again from a restored copy, the tail is the same records.
+    restore(tmp_path / "archive", tmp_path / "fresh")
+    assert save(tmp_path / "fresh", tmp_path / "archive").copied == []
