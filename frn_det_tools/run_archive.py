@@ -8,8 +8,13 @@ the small files that say what it trained and what it scored (``RECORD_FILES``: t
 DONE.json or FAILED.json, config.yaml, metrics.json, the end of train_net.log:
 ``LOG_TAIL_BYTES``) into the same layout
 under the archive, plus ``CHECKPOINT.json``: the SHA-256 and size of its model_final.pth,
-which is not copied (training here is deterministic for a seed and layout, so the command
-in RUN.json trains the same weights again, and the hash says whether it did). ``restore``
+which is not copied (RUN.json's command trains it again; on the same machine a seed and
+layout train deterministically, so the hash says whether it did), and ``MACHINE.json``:
+the machine that trained it (``machine_record``). A sweep output is a machine's own (it
+does not outlive the machine), so a run folder there without a MACHINE.json of its own
+(one an earlier restore brought) is taken to have trained on the machine that saves it;
+the same code, config and seed give other AP on another machine (docs/batch_dependence),
+so the archive says where each run came from. ``restore``
 copies them back into a sweep's output, so that the sweep skips those runs and the reports
 read them as they were.
 
@@ -45,6 +50,7 @@ from frn_det_tools.run_folders import (
     FAILED_FILE,
     FINAL_MODEL,
     LOG_FILE,
+    MACHINE_FILE,
     METRICS_FILE,
     RUN_FILE,
     find_runs,
@@ -58,6 +64,7 @@ __all__ = [
     "ArchiveError",
     "Outcome",
     "checkpoint_record",
+    "machine_record",
     "main",
     "restore",
     "save",
@@ -103,6 +110,47 @@ def checkpoint_record(folder: str | os.PathLike) -> dict[str, object] | None:
     return {"file": FINAL_MODEL, "sha256": _sha256(path), "bytes": path.stat().st_size}
 
 
+def _cpu_info() -> dict[str, str]:
+    fields = {"model name": "cpu", "cpu family": "family", "model": "model"}
+    fields["stepping"] = "stepping"
+    found: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                name = fields.get(key.strip())
+                if name and name not in found:
+                    found[name] = value.strip()
+    except OSError:
+        pass
+    return found
+
+
+def machine_record() -> dict[str, object]:
+    """This machine, as far as it decides float results: the CPU (model name, family /
+    model / stepping from /proc/cpuinfo where there is one, else platform's processor),
+    the cores torch sees, torch's version and the CPU kernels it dispatches to (AVX2,
+    AVX512, ...)."""
+    import platform
+
+    import torch
+
+    cpu = _cpu_info()
+    return {
+        "cpu": cpu.get("cpu") or platform.processor() or platform.machine(),
+        "cpu_family_model_stepping": "/".join(
+            cpu.get(k, "?") for k in ("family", "model", "stepping")
+        ),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def _json_bytes(data: object) -> bytes:
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
 def _records(folder: Path, with_checkpoint: bool) -> dict[str, bytes]:
     present = [name for name in RECORD_FILES if (folder / name).is_file()]
     files = {name: (folder / name).read_bytes() for name in present}
@@ -112,9 +160,13 @@ def _records(folder: Path, with_checkpoint: bool) -> dict[str, bytes]:
     # A restored run has its CHECKPOINT.json but not the checkpoint it describes.
     record = checkpoint_record(folder) if with_checkpoint else None
     if record is not None:
-        files[CHECKPOINT_FILE] = (json.dumps(record, indent=2) + "\n").encode()
+        files[CHECKPOINT_FILE] = _json_bytes(record)
     elif (folder / CHECKPOINT_FILE).is_file():
         files[CHECKPOINT_FILE] = (folder / CHECKPOINT_FILE).read_bytes()
+    if (folder / MACHINE_FILE).is_file():
+        files[MACHINE_FILE] = (folder / MACHINE_FILE).read_bytes()
+    elif with_checkpoint:
+        files[MACHINE_FILE] = _json_bytes(machine_record())
     return files
 
 

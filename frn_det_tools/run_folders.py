@@ -7,7 +7,8 @@ train_net writes (``config.yaml``, ``metrics.json``, ``last_checkpoint``,
 ``model_final.pth``), the sweep writes ``RUN.json`` (the plan), ``DONE.json`` (the final
 results, once the run exited cleanly with a final model), ``FAILED.json`` (how a run that
 crashed ended), ``train_net.log`` and, for a run submitted to Slurm, ``JOB.json``; an
-archived run (``frn_det_tools.run_archive``) has ``CHECKPOINT.json`` instead of checkpoints.
+archived run (``frn_det_tools.run_archive``) has ``CHECKPOINT.json`` instead of checkpoints
+and ``MACHINE.json``.
 
 The sweep, its summaries, the batch-dependence report, the model-zoo generator and the
 visualization read and name run folders through this module.
@@ -31,6 +32,7 @@ __all__ = [
     "FAILED_FILE",
     "FINAL_MODEL",
     "JOB_FILE",
+    "MACHINE_FILE",
     "LAST_CHECKPOINT",
     "LOG_FILE",
     "METRICS_FILE",
@@ -54,6 +56,9 @@ FINAL_MODEL = "model_final.pth"
 CHECKPOINT_FILE = "CHECKPOINT.json"
 """In an archived run folder (frn_det_tools.run_archive), what stands for model_final.pth:
 its SHA-256 and size."""
+MACHINE_FILE = "MACHINE.json"
+"""In an archived run folder, the machine that trained the run (CPU, torch and the CPU
+kernels torch picked): float results differ from machine to machine."""
 RUN_DIR_GLOB = "*/*/ipg*/seed*"
 """The run folders under a sweep's output, as a ``Path.glob`` pattern (``find_runs``
 keeps those whose last two names parse)."""

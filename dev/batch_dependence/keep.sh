@@ -1,7 +1,7 @@
 #!/bin/bash
 # Keeps the batch-dependence experiment's finished runs in the repository while it runs:
 # every PERIOD seconds (default 300), frn_det_tools.run_archive saves the settled runs of
-# OUT/grid and OUT/lr_search into docs/batch_dependence/runs/, and what it added is
+# OUT/grid and OUT/lr_search/lr*/ into docs/batch_dependence/runs/, and what it added is
 # committed (those paths only). A machine's output/ does not outlive it; commits do.
 #
 #   bash dev/batch_dependence/keep.sh [OUT]   (from the checkout you commit in; OUT
@@ -17,11 +17,13 @@ PY=${PYTHON:-.venv/bin/python}
 
 while true; do
   saved=()
-  for part in grid lr_search; do
-    [ -d "$OUT/$part" ] || continue
+  # The grid, and the search's sweeps (one per LR) where they exist.
+  for source in "$OUT/grid" "$OUT"/lr_search/lr*; do
+    [ -d "$source" ] || continue
+    part=${source#"$OUT"/}
     while IFS= read -r line; do
       saved+=("$part/${line#  saved: }")
-    done < <("$PY" -m frn_det_tools.run_archive save "$OUT/$part" "$ARCHIVE/$part" | grep '^  saved: ')
+    done < <("$PY" -m frn_det_tools.run_archive save "$source" "$ARCHIVE/$part" | grep '^  saved: ')
   done
   if [ "${#saved[@]}" -gt 0 ]; then
     # Another git command of the session may hold the index for a moment: try again.

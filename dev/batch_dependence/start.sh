@@ -19,9 +19,9 @@ PY=$PWD/.venv/bin/python
 ARCHIVE=docs/batch_dependence/runs
 
 make env
-for part in grid lr_search; do
-  if [ -d "$ARCHIVE/$part" ]; then
-    "$PY" -m frn_det_tools.run_archive restore "$ARCHIVE/$part" "$OUT/$part" | head -1
+for kept in "$ARCHIVE/grid" "$ARCHIVE"/lr_search/lr*; do
+  if [ -d "$kept" ]; then
+    "$PY" -m frn_det_tools.run_archive restore "$kept" "$OUT/${kept#"$ARCHIVE"/}" | head -1
   fi
 done
 [ -d "$WORKTREE" ] || git worktree add --detach "$WORKTREE" "$REV"

@@ -30,6 +30,7 @@ def test_keep_commits_the_settled_runs_once(tmp_path, fake_run):
     _git(repo, "add", "mine.txt")
     out = repo / "output" / "bd"
     done = fake_run(out / "grid", "bn", 8, 0, "done", box=41.0)
+    fake_run(out / "lr_search" / "lr0.04", "gn", 8, 0, "done", box=30.0)
     fake_run(out / "grid", "gn", 8, 0, "unfinished", iteration=100)
     env = {**os.environ, "PERIOD": "0", "PYTHON": sys.executable}
 
@@ -42,6 +43,9 @@ def test_keep_commits_the_settled_runs_once(tmp_path, fake_run):
     files = _git(repo, "show", "--name-only", "--format=", "HEAD").stdout.split()
     kept = "docs/batch_dependence/runs/grid/mask_rcnn_R_18_FPN/bn/ipg8/seed0/"
     assert kept + "DONE.json" in files and kept + "CHECKPOINT.json" in files
-    assert not any("gn" in f for f in files) and "mine.txt" not in files
+    assert "lr_search/lr0.04/mask_rcnn_R_18_FPN/gn/ipg8/seed0" in log[0]
+    searched = "docs/batch_dependence/runs/lr_search/lr0.04/mask_rcnn_R_18_FPN/gn/ipg8/seed0/"
+    assert searched + "DONE.json" in files
+    assert not any("/gn/" in f for f in files if "/grid/" in f) and "mine.txt" not in files
     assert keep() == log  # nothing new settled: no commit
     assert (done / "model_final.pth").is_file()  # the run's own folder is untouched

@@ -33,7 +33,7 @@ def _grid(tmp_path, fake_run):
     return out, done, diverged, unfinished, crashed
 
 
-def test_save_keeps_the_records_of_settled_runs_and_a_hash_of_their_checkpoint(
+def test_save_keeps_the_records_of_settled_runs_a_hash_of_their_checkpoint_and_the_machine(
     tmp_path, fake_run
 ):
     out, done, diverged, unfinished, crashed = _grid(tmp_path, fake_run)
@@ -45,8 +45,10 @@ def test_save_keeps_the_records_of_settled_runs_and_a_hash_of_their_checkpoint(
     assert sorted(outcome.left) == left
     kept = archive / name
     assert sorted(p.name for p in kept.iterdir()) == [
-        "CHECKPOINT.json", "DONE.json", "RUN.json", "config.yaml", "metrics.json", "train_net.log"
+        "CHECKPOINT.json", "DONE.json", "MACHINE.json", "RUN.json", "config.yaml",
+        "metrics.json", "train_net.log",
     ]  # fmt: skip
+    assert json.loads((kept / "MACHINE.json").read_text()) == run_archive.machine_record()
     for file in ("DONE.json", "RUN.json", "config.yaml", "metrics.json", "train_net.log"):
         assert (kept / file).read_bytes() == (done / file).read_bytes()
     assert not (kept / "model_0000199.pth").exists()
@@ -67,7 +69,7 @@ def test_save_keeps_the_records_of_settled_runs_and_a_hash_of_their_checkpoint(
 
 
 def test_a_restored_grid_is_skipped_by_the_sweep_and_summarized_as_before(
-    tmp_path, fake_run, fake_runner
+    tmp_path, fake_run, fake_runner, monkeypatch
 ):
     out, done, *_ = _grid(tmp_path, fake_run)
     archive = tmp_path / "archive"
@@ -90,8 +92,11 @@ def test_a_restored_grid_is_skipped_by_the_sweep_and_summarized_as_before(
         runner=runner,
     )  # fmt: skip
     assert code == 0 and runner.commands == []
-    # A restored run saves back as the same records (its CHECKPOINT.json carried over).
+    # A restored run saves back as the same records: its CHECKPOINT.json and the machine
+    # that trained it carried over, not the machine that saves it now.
+    monkeypatch.setattr(run_archive, "machine_record", lambda: {"cpu": "another machine"})
     assert save(fresh, archive).copied == []
+    assert "another machine" not in (archive / done.relative_to(out) / "MACHINE.json").read_text()
 
 
 def test_nothing_is_overwritten_and_differing_records_are_refused_by_name(tmp_path, fake_run):
@@ -147,3 +152,12 @@ def test_a_long_log_is_kept_as_its_last_whole_lines(tmp_path, fake_run):
     # Saved again from a restored copy, the tail is the same records.
     restore(tmp_path / "archive", tmp_path / "fresh")
     assert save(tmp_path / "fresh", tmp_path / "archive").copied == []
+
+
+def test_the_machine_record_names_the_cpu_torch_and_its_cpu_kernels():
+    import torch
+
+    record = run_archive.machine_record()
+    assert record["torch"] == torch.__version__
+    assert record["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert record["cores"] >= 1 and isinstance(record["cpu"], str) and record["cpu"]
