@@ -27,7 +27,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from frn_det_tools.markdown import markdown_table
-from frn_det_tools.run_folders import METRICS_FILE, norm_order
+from frn_det_tools.run_folders import MACHINE_FILE, METRICS_FILE, norm_order
 from frn_det_tools.summarize import (
     METRICS,
     Point,
@@ -45,6 +45,7 @@ __all__ = [
     "cost_rows",
     "layout_effects",
     "lr_search_rows",
+    "machine_rows",
     "unfinished_search_runs",
     "main",
     "mean_curves",
@@ -393,6 +394,35 @@ def cost_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def run_machine(record: RunRecord) -> dict[str, Any] | None:
+    """The machine that trained a run, from its archived MACHINE.json
+    (``frn_det_tools.run_archive``); None for a folder without one."""
+    try:
+        data = json.loads((record.folder / MACHINE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _machine_label(machine: Mapping[str, Any] | None) -> str:
+    if machine is None:
+        return "not recorded"
+    return (f"{machine.get('cpu', '?')} ({machine.get('cpu_family_model_stepping', '?')}), "
+            f"{machine.get('cores', '?')} cores, torch {machine.get('torch', '?')} "
+            f"{machine.get('torch_cpu_capability', '?')}")  # fmt: skip
+
+
+def machine_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """Per machine the finished runs trained on it, as "norm ipg<N> seed<S>" labels: the
+    same code, config and seed give other results on another machine, so a reader can see
+    which runs a difference between machines could touch."""
+    runs: dict[str, list[str]] = {}
+    for record in records:
+        if record.finished:
+            runs.setdefault(_machine_label(run_machine(record)), []).append(record.key.label)
+    return [{"machine": m, "runs": len(r), "which": r} for m, r in runs.items()]
+
+
 def _point_rows(points: Sequence[Point]) -> list[dict[str, Any]]:
     rows = []
     for p in points:
@@ -418,9 +448,9 @@ def write_report(
     lr_search: str | os.PathLike | None = None,
     schedule_probe: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
-    """Write summary.json (every run, the points, the search and its choice, the schedule
-    probe's curves), summary.csv (the points), ap_vs_ims_per_gpu.png, curves.png and
-    results.md into ``dest``.
+    """Write summary.json (every run with its machine, the points, the machines, the search
+    and its choice, the schedule probe's curves), summary.csv (the points),
+    ap_vs_ims_per_gpu.png, curves.png and results.md into ``dest``.
 
     Raises:
         FileNotFoundError: naming ``grid`` when it holds no run folders, or
@@ -442,7 +472,9 @@ def write_report(
     names = ("summary.json", "summary.csv", "ap_vs_ims_per_gpu.png", "curves.png", "results.md")
     paths = {name: dest / name for name in names}
     rows = _point_rows(points)
-    data = {"runs": [r.to_json() for r in records], "points": rows,
+    machines = machine_rows(records)
+    data = {"runs": [{**r.to_json(), "machine": run_machine(r)} for r in records],
+            "points": rows, "machines": machines,
             "lr_search": search, "chosen_base_lr": chosen, "cost": costs,
             "schedule_probe": {
                 name: [{"iteration": i, "box_AP": b, "mask_AP": m} for i, b, m in curve]
@@ -455,6 +487,10 @@ def write_report(
     plot_ap_vs_ims_per_gpu(points, paths["ap_vs_ims_per_gpu.png"])
     plot_mean_curves(curves, paths["curves.png"])
     text = results_markdown(points, search, chosen, curves, costs)
+    if machines:
+        table = [[m["machine"], str(m["runs"]), ", ".join(m["which"])] for m in machines]
+        text += ("\n\n### Machines (the same seed trains differently on another)\n\n"
+                 + markdown_table(table, ["machine", "finished runs", "which"]))  # fmt: skip
     if probe:
         text += ("\n\n### Schedule probe: box AP at a constant LR (after warm-up)\n\n"
                  + probe_markdown(probe))  # fmt: skip

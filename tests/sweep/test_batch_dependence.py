@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -121,6 +122,8 @@ def test_the_report_writes_its_files_and_refuses_an_empty_grid(fake_run, tmp_pat
     for name in ("summary.csv", "ap_vs_ims_per_gpu.png", "curves.png"):
         assert (dest / name).stat().st_size > 0
     assert "| -10.0 ± 1.4 " in (dest / "results.md").read_text()
+    assert data["machines"] == [{"machine": "not recorded", "runs": 4, "which": [
+        "bn ipg1 seed0", "bn ipg1 seed1", "bn ipg8 seed0", "bn ipg8 seed1"]}]  # fmt: skip
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main([str(empty), "--dest", str(tmp_path / "none")]) == 2
@@ -175,3 +178,21 @@ def test_diverged_runs_are_reported_as_such_in_the_grid_and_the_search(fake_run,
     assert "20.0 (n=1); 1 of 2 diverged" in text
     search_row = next(line for line in text.splitlines() if line.startswith("| frn "))
     assert [cell.strip() for cell in search_row.split("|")[2:5]] == ["25.0", "diverged", "0.04"]
+
+
+def test_each_run_names_the_machine_its_archive_recorded(fake_run, tmp_path):
+    grid = tmp_path / "grid"
+    _grid(fake_run, grid, {("bn", 8): [30.0, 32.0]})
+    machine = {"cpu": "Xeon", "cpu_family_model_stepping": "6/167/1", "cores": 2,
+               "torch": "2.14.1", "torch_cpu_capability": "AVX512"}  # fmt: skip
+    (grid / STEM / "bn" / "ipg8" / "seed1" / "MACHINE.json").write_text(json.dumps(machine))
+    dest = tmp_path / "report"
+    assert main([str(grid), "--dest", str(dest)]) == 0
+    data = json.loads((dest / "summary.json").read_text())
+    assert [r["machine"] for r in data["runs"]] == [None, machine]
+    label = "Xeon (6/167/1), 2 cores, torch 2.14.1 AVX512"
+    assert [(m["machine"], m["which"]) for m in data["machines"]] == [
+        ("not recorded", ["bn ipg8 seed0"]), (label, ["bn ipg8 seed1"])
+    ]  # fmt: skip
+    rows = re.findall(r"(?m)^\| (.+?) +\| (\d+) +\| (.+?) +\|$", (dest / "results.md").read_text())
+    assert (label, "1", "bn ipg8 seed1") in rows
