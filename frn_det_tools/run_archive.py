@@ -170,11 +170,9 @@ def _records(folder: Path, with_checkpoint: bool) -> dict[str, bytes]:
     return files
 
 
-def _differs(files: dict[str, bytes], there: Path) -> list[str]:
-    return sorted(
-        name for name, data in files.items()
-        if not (there / name).is_file() or (there / name).read_bytes() != data
-    )  # fmt: skip
+def _differs(files: dict[str, bytes], theirs: dict[str, bytes]) -> list[str]:
+    return sorted(name for name in files.keys() | theirs.keys()
+                  if files.get(name) != theirs.get(name))  # fmt: skip
 
 
 def _write_run(files: dict[str, bytes], dest: Path) -> None:
@@ -215,7 +213,9 @@ def _transfer(source: Path, dest: Path, saving: bool) -> Outcome:
         if not held:
             plan.append((files, there, name))
             continue
-        differ = _differs(files, there)
+        # Both sides as an archive holds them: a run folder of the machine that trained it
+        # (checkpoint, whole log) is the same run as its archived records.
+        differ = _differs(files, _records(there, with_checkpoint=not saving))
         if not differ:
             outcome.same.append(name)
         elif not saving and not read_state(there).settled():

@@ -74,6 +74,11 @@ def test_a_restored_grid_is_skipped_by_the_sweep_and_summarized_as_before(
     out, done, *_ = _grid(tmp_path, fake_run)
     archive = tmp_path / "archive"
     save(out, archive)
+    # Back into the output it came from (checkpoints, whole logs): the same runs.
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    home = restore(archive, out)
+    assert home.copied == [] and len(home.same) == 2
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
     fresh = tmp_path / "fresh"
     outcome = restore(archive, fresh)
     assert len(outcome.copied) == 2
@@ -149,6 +154,8 @@ def test_a_long_log_is_kept_as_its_last_whole_lines(tmp_path, fake_run):
     assert kept.endswith(ending.encode()) and kept.startswith(b"iter ")
     assert (run / "train_net.log").read_bytes().endswith(kept)
     assert read_state(tmp_path / "archive" / run.relative_to(out)).diverged_at == 700
+    # The run's own folder, whole log and all, is the same run as its archived tail.
+    assert restore(tmp_path / "archive", out).same == [run.relative_to(out).as_posix()]
     # Saved again from a restored copy, the tail is the same records.
     restore(tmp_path / "archive", tmp_path / "fresh")
     assert save(tmp_path / "fresh", tmp_path / "archive").copied == []
