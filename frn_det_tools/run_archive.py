@@ -33,7 +33,6 @@ killed command leaves whole runs or none.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -43,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from frn_det.model_zoo import sha256_of
 from frn_det_tools.run_folders import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -94,20 +94,12 @@ class Outcome:
     (``restore``)."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def checkpoint_record(folder: str | os.PathLike) -> dict[str, object] | None:
     """``{"file", "sha256", "bytes"}`` of a run folder's model_final.pth; None without one."""
     path = Path(folder) / FINAL_MODEL
     if not path.is_file():
         return None
-    return {"file": FINAL_MODEL, "sha256": _sha256(path), "bytes": path.stat().st_size}
+    return {"file": FINAL_MODEL, "sha256": sha256_of(path), "bytes": path.stat().st_size}
 
 
 def _cpu_info() -> dict[str, str]:
