@@ -259,22 +259,27 @@ def plot_mean_curves(
     fig.savefig(path, dpi=110)
 
 
+SCHEDULE_POINTS = (("early", 0.6), ("before_step", 0.7), ("late", 0.8), ("last_but_one", 0.9))
+
+
 def schedule_rows(
     curves: Mapping[tuple[str, int], Sequence[tuple[int, float, float, int]]],
-    fractions: tuple[float, float] = (0.6, 0.8),
+    points: Sequence[tuple[str, float]] = SCHEDULE_POINTS,
 ) -> list[dict[str, Any]]:
     """Per (norm, images per GPU) with at least 3 evaluations: the mean box AP at the
-    evaluations nearest ``fractions`` of the last one (``early``, ``late``) and at the last
-    (``end``), in norm then layout order."""
+    evaluation nearest each named fraction of the last one (``early`` 3/5, ``before_step``
+    7/10, ``late`` 4/5, ``last_but_one`` 9/10) and at the last (``end``), in norm then
+    layout order."""
     rows = []
     for (norm, size), curve in sorted(curves.items(),
                                       key=lambda kv: (norm_order(kv[0][0]), kv[0][1])):  # fmt: skip
         if len(curve) < 3:
             continue
         end = curve[-1]
-        early, late = (min(curve, key=lambda c: abs(c[0] - f * end[0]))[1] for f in fractions)
-        rows.append({"norm": norm, "images_per_gpu": size, "early": early, "late": late,
-                     "end": end[1]})  # fmt: skip
+        row = {"norm": norm, "images_per_gpu": size}
+        for name, fraction in points:
+            row[name] = min(curve, key=lambda c, f=fraction: abs(c[0] - f * end[0]))[1]
+        rows.append({**row, "end": end[1]})
     return rows
 
 
@@ -357,15 +362,19 @@ def results_markdown(
     rows = schedule_rows(curves)
     if rows:
         table = [[r["norm"], r["images_per_gpu"],
-                  *(f"{r[k]:.1f}" for k in ("early", "late", "end")),
-                  f"{r['late'] - r['early']:+.1f}", f"{r['end'] - r['late']:+.1f}"]
+                  *(f"{r[k]:.1f}" for k in ("early", "before_step", "late", "last_but_one",
+                                            "end")),
+                  f"{r['late'] - r['early']:+.1f}", f"{r['late'] - r['before_step']:+.1f}",
+                  f"{r['end'] - r['last_but_one']:+.1f}"]
                  for r in rows]  # fmt: skip
-        headers = ["norm", "images/GPU", "box AP at 3/5", "at 4/5", "at the end",
-                   "3/5 -> 4/5", "4/5 -> end"]  # fmt: skip
+        headers = ["norm", "images/GPU", "box AP at 3/5", "7/10", "4/5", "9/10", "end",
+                   "3/5 -> 4/5", "7/10 -> 4/5", "9/10 -> end"]  # fmt: skip
         out += ["### Box AP along the schedule (mean over seeds)", "",
                 "4/5 of the schedule is the first LR step of these configs: the gain from 3/5 "
-                "is what the base LR still added before it, the gain after it what the steps "
-                "added.", "", markdown_table(table, headers), ""]  # fmt: skip
+                "and from 7/10 (the last evaluation before it) is what the base LR still "
+                "added, near zero where that part of the curve flattened; 9/10 -> end is the "
+                "last evaluation interval, after both steps.", "",
+                markdown_table(table, headers), ""]  # fmt: skip
     if costs:
         table = [[c["gpus"], c["images_per_gpu"], c["runs"], f"{c['mean_minutes']:.1f}",
                   f"{c['min_minutes']:.1f}-{c['max_minutes']:.1f}"] for c in costs]  # fmt: skip

@@ -83,12 +83,14 @@ def test_curves_average_each_evaluation_over_the_seeds(fake_run, tmp_path):
 
 
 def test_the_schedule_rows_read_ap_before_and_after_the_first_lr_step():
-    # 10 evaluations of a 1000-iteration run; 3/5 and 4/5 are the ones at 600 and 800.
+    # 10 evaluations of a 1000-iteration run; 3/5, 7/10, 4/5 and 9/10 are the ones at 600,
+    # 700, 800 and 900.
     curve = [(step, step / 20, 0.0, 3) for step in range(100, 1001, 100)]
     short = [(500, 1.0, 0.0, 3), (1000, 2.0, 0.0, 3)]  # too few evaluations for a row
     rows = schedule_rows({("bn", 1): curve, ("gn", 8): curve, ("frn", 8): short})
-    assert [(r["norm"], r["images_per_gpu"], r["early"], r["late"], r["end"]) for r in rows] == [
-        ("bn", 1, 30.0, 40.0, 50.0), ("gn", 8, 30.0, 40.0, 50.0)
+    keys = ("norm", "images_per_gpu", "early", "before_step", "late", "last_but_one", "end")
+    assert [tuple(r[k] for k in keys) for r in rows] == [
+        ("bn", 1, 30.0, 35.0, 40.0, 45.0, 50.0), ("gn", 8, 30.0, 35.0, 40.0, 45.0, 50.0)
     ]  # fmt: skip
 
 
